@@ -1,0 +1,467 @@
+"""The ``reconciler`` command line (typer + rich).
+
+Exit codes: 0 success / no drift; 1 problems found (invalid state, drift, failed hosts);
+2 usage or configuration errors.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from reconciler import logs, planning, validation
+from reconciler.settings import Settings
+
+app = typer.Typer(
+    name="reconciler",
+    help="GitOps for Ansible-managed hosts: converge a fleet to the versions declared in Git.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        envvar="RECONCILER_CONFIG",
+        help="Configuration YAML file.",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+EnvOption = Annotated[
+    list[str] | None, typer.Option("--env", "-e", help="Only these environments (repeatable).")
+]
+
+
+class _State:
+    config: Path | None = None
+
+
+_state = _State()
+
+
+@app.callback()
+def _main(
+    config: ConfigOption = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "warning",
+    log_format: Annotated[str, typer.Option(help="json or console")] = "console",
+) -> None:
+    _state.config = config
+    logs.configure(log_level, log_format)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.load(_state.config)
+    except Exception as exc:  # a configuration error is a usage error
+        errors.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _components(settings: Settings):  # type: ignore[no-untyped-def]
+    from reconciler import components
+
+    if not settings.source.url:
+        errors.print(
+            "[red]configuration error:[/red] source.url is not set "
+            "(config file or RECONCILER_SOURCE__URL)"
+        )
+        raise typer.Exit(2)
+    return components.build(settings)
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _short(sha: str | None) -> str:
+    return sha[:12] if sha else "-"
+
+
+@app.command()
+def validate(
+    path: Annotated[Path, typer.Argument(help="Desired-state repository (work tree).")] = Path("."),
+) -> None:
+    """Validate a desired-state repository; print file:line: message for every problem."""
+    result = validation.load_repository(path)
+    for problem in result.problems:
+        console.print(str(problem), markup=False, highlight=False)
+    if not result.ok:
+        errors.print(f"{len(result.problems)} problem(s); nothing would be deployed")
+        raise typer.Exit(1)
+    assert result.state is not None
+    environments = result.state.environments
+    hosts = sum(len(g.hosts) for e in environments.values() for g in e.groups.values())
+    console.print(
+        f"ok: {len(environments)} environment(s), "
+        f"{sum(len(e.groups) for e in environments.values())} group(s), {hosts} host(s)"
+    )
+
+
+def _desired(reconciler):  # type: ignore[no-untyped-def]
+    snapshot = reconciler.refresh()
+    if snapshot.source_error:
+        errors.print(f"[yellow]source:[/yellow] {snapshot.source_error}", markup=True)
+    for problem in snapshot.problems:
+        errors.print(
+            f"rejected {_short(snapshot.tip.sha if snapshot.tip else None)}: {problem}",
+            markup=False,
+        )
+    if snapshot.state is None:
+        errors.print("[red]no valid desired state available[/red]")
+        raise typer.Exit(1)
+    return snapshot
+
+
+@app.command()
+def diff(
+    config: ConfigOption = None,
+    env: EnvOption = None,
+) -> None:
+    """Desired (Git) vs recorded (deployed) versions; exit 1 when anything drifted."""
+    from reconciler import reconcile
+
+    if config:
+        _state.config = config
+    reconciler = _components(_settings())
+    snapshot = _desired(reconciler)
+    table = Table(
+        "environment",
+        "group",
+        "host",
+        "app",
+        "recorded",
+        "desired",
+        title=f"diff at {_short(snapshot.commit.sha)}",
+    )
+    drifted = 0
+    for name, environment in snapshot.state.environments.items():
+        if env and name not in env:
+            continue
+        recorded = reconcile.recorded_versions(reconciler.store, name)
+        for row in planning.drift(environment, recorded):
+            drifted += 1
+            table.add_row(
+                row.environment,
+                row.group,
+                row.host,
+                row.app,
+                row.recorded or "[dim]none[/dim]",
+                f"[bold]{row.desired}[/bold]",
+            )
+    if drifted:
+        console.print(table)
+        console.print(f"{drifted} host/app pair(s) out of sync")
+        raise typer.Exit(1)
+    console.print("in sync: no drift")
+
+
+@app.command()
+def plan(config: ConfigOption = None, env: EnvOption = None) -> None:
+    """Show what a sync would do: per group, the canary steps and their hosts."""
+    from reconciler import reconcile
+
+    if config:
+        _state.config = config
+    reconciler = _components(_settings())
+    snapshot = _desired(reconciler)
+    status = {s.environment: s for s in reconciler.store.environment_statuses()}
+    for name, environment in snapshot.state.environments.items():
+        if env and name not in env:
+            continue
+        env_plan = planning.plan_environment(
+            environment, reconcile.recorded_versions(reconciler.store, name)
+        )
+        suspended = (
+            " [yellow](suspended: nothing will change)[/yellow]"
+            if (name in status and status[name].suspended)
+            else ""
+        )
+        console.print(f"[bold]{name}[/bold] at {_short(snapshot.commit.sha)}{suspended}")
+        for group in env_plan.groups:
+            apps = ", ".join(f"{a}={v}" for a, v in group.apps.items())
+            if group.in_sync:
+                console.print(f"  {group.group}: in sync ({apps})")
+                continue
+            after = f" after {', '.join(group.after)}" if group.after else ""
+            console.print(
+                f"  {group.group}: {len(group.changes)}/{group.total_hosts} host(s) "
+                f"-> {apps}{after}"
+            )
+            for step in group.steps:
+                console.print(
+                    f"    step {step.index} ({step.percent}%, cohort "
+                    f"{step.cohort_size}): {', '.join(step.hosts)}"
+                )
+
+
+class _ProgressReporter:
+    """Draws rollout progress: one line per step, a spinner while the playbook runs."""
+
+    def step_started(self, environment, group, phase, step, total_steps) -> None:  # type: ignore[no-untyped-def]
+        verb = "deploying to" if phase == "deploy" else "[yellow]rolling back[/yellow]"
+        share = f" ({step.percent}%)" if phase == "deploy" else ""
+        console.print(
+            f"[cyan]{environment}/{group}[/cyan] {phase} step {step.index}/{total_steps}"
+            f"{share}: {verb} {len(step.hosts)} host(s) {', '.join(step.hosts)}"
+        )
+        self._status = console.status(f"{environment}/{group}: running playbook")
+        self._status.start()
+
+    def step_finished(self, environment, group, phase, step, result) -> None:  # type: ignore[no-untyped-def]
+        self._status.stop()
+        failed = result.failed()
+        colour = "green" if not failed else "red"
+        console.print(
+            f"  [{colour}]{result.outcome}[/{colour}] in {result.duration_s:.1f}s: "
+            f"{len(result.succeeded())} ok, {len(failed)} failed"
+        )
+        for host in failed:
+            console.print(
+                f"    [red]{host}[/red]: {result.hosts[host].message}", markup=True, highlight=False
+            )
+
+    def gates_finished(self, environment, group, phase, step, results) -> None:  # type: ignore[no-untyped-def]
+        passed = sum(r.passed for r in results)
+        colour = "green" if passed == len(results) else "red"
+        console.print(f"  health gates: [{colour}]{passed}/{len(results)} passed[/{colour}]")
+        for result in results:
+            if not result.passed:
+                console.print(
+                    f"    [red]{result.gate}[/red] {result.host or ''}: {result.detail}",
+                    highlight=False,
+                )
+
+
+@app.command()
+def sync(
+    config: ConfigOption = None,
+    env: EnvOption = None,
+    once: Annotated[bool, typer.Option("--once", help="Reconcile now, in the foreground.")] = True,
+) -> None:
+    """Reconcile now in the foreground; exit 1 when any host or group failed."""
+    if config:
+        _state.config = config
+    reconciler = _components(_settings())
+    reconciler.reporter = _ProgressReporter()
+    result = reconciler.reconcile_once(set(env) if env else None)
+    snapshot = result.snapshot
+    if snapshot.source_error:
+        errors.print(f"[yellow]source:[/yellow] {snapshot.source_error}")
+    for problem in snapshot.problems:
+        errors.print(
+            f"rejected {_short(snapshot.tip.sha if snapshot.tip else None)}: {problem}",
+            markup=False,
+        )
+    if snapshot.state is None:
+        errors.print("[red]no valid desired state: nothing deployed[/red]")
+        raise typer.Exit(1)
+    table = Table("environment", "result", "groups", title=f"sync of {_short(snapshot.commit.sha)}")
+    for outcome in result.environments:
+        table.add_row(
+            outcome.environment,
+            outcome.result,
+            ", ".join(f"{g.group}={g.state}" for g in outcome.groups),
+        )
+    console.print(table)
+    if result.failed or snapshot.problems:
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(config: ConfigOption = None) -> None:
+    """Per environment: suspended, applied/attempted commits, last result and errors."""
+    import json
+
+    from reconciler import reconcile, state_store
+
+    if config:
+        _state.config = config
+    settings = _settings()
+    store = state_store.SqliteStateStore(settings.database_path)
+    table = Table(
+        "environment", "suspended", "applied", "attempted", "result", "hosts", "updated", "error"
+    )
+    for item in store.environment_statuses():
+        hosts = len({d.host for d in store.deployed(item.environment)})
+        table.add_row(
+            item.environment,
+            "yes" if item.suspended else "no",
+            _short(item.last_applied_commit),
+            _short(item.last_attempted_commit),
+            item.last_result or "-",
+            str(hosts),
+            _when(item.updated_at),
+            item.last_error[:120],
+        )
+    console.print(table)
+    console.print(
+        f"source: last valid commit "
+        f"{_short(store.get_meta(reconcile.META_LAST_VALID))}, last fetch "
+        f"{_when(float(store.get_meta(reconcile.META_LAST_FETCH) or 0) or None)}"
+    )
+    if error := store.get_meta(reconcile.META_SOURCE_ERROR):
+        console.print(f"[yellow]source error:[/yellow] {error}", highlight=False)
+    problems = json.loads(store.get_meta(reconcile.META_PROBLEMS) or "[]")
+    if problems:
+        console.print(
+            f"[red]rejected commit {_short(store.get_meta(reconcile.META_LAST_INVALID))}:[/red]"
+        )
+        for problem in problems:
+            console.print(f"  {problem}", markup=False, highlight=False)
+
+
+@app.command()
+def history(
+    config: ConfigOption = None,
+    env: Annotated[str | None, typer.Option("--env", "-e")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 20,
+    steps: Annotated[bool, typer.Option(help="Show each rollout's steps.")] = True,
+) -> None:
+    """Rollouts, newest first, with their steps and outcome."""
+    from reconciler import state_store
+
+    if config:
+        _state.config = config
+    store = state_store.SqliteStateStore(_settings().database_path)
+    table = Table(
+        "started", "environment", "group", "commit", "apps", "state", "reason", title="rollouts"
+    )
+    for rollout in store.rollouts(env, limit):
+        table.add_row(
+            _when(rollout.started_at),
+            rollout.environment,
+            rollout.group,
+            _short(rollout.commit),
+            ", ".join(f"{a}={v}" for a, v in rollout.apps.items()),
+            rollout.state,
+            rollout.reason[:80],
+        )
+        if steps:
+            for step in store.steps(rollout.id):
+                failed = [h for h, r in step.host_results.items() if r.get("status") != "ok"]
+                detail = f"{len(step.hosts)} host(s)" + (
+                    f", failed: {', '.join(failed)}" if failed else ""
+                )
+                table.add_row("", "", f"  {step.phase} {step.index}", "", detail, step.state, "")
+    console.print(table)
+
+
+@app.command()
+def rollback(
+    env: Annotated[str, typer.Option("--env", "-e", help="Environment.")],
+    group: Annotated[str, typer.Option("--group", "-g", help="Inventory group.")],
+    to: Annotated[
+        str | None, typer.Option("--to", help="Version to go back to (default: the last good).")
+    ] = None,
+    app_name: Annotated[
+        str | None,
+        typer.Option("--app", help="App to roll back (needed if the group has several)."),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Commit (and push) the group's previous versions; the daemon then converges to them."""
+    import getpass
+
+    from reconciler import desired_state, revert_commits
+
+    if config:
+        _state.config = config
+    reconciler = _components(_settings())
+    snapshot = _desired(reconciler)
+    environment = snapshot.state.environments.get(env)
+    if environment is None or group not in environment.groups:
+        errors.print(f"[red]no group {group!r} in environment {env!r}[/red]")
+        raise typer.Exit(2)
+    current = dict(environment.groups[group].apps)
+    if to is not None:
+        if not desired_state.VERSION_RE.fullmatch(to):
+            errors.print(f"[red]invalid version {to!r}[/red]")
+            raise typer.Exit(2)
+        if app_name is None and len(current) > 1:
+            errors.print(f"[red]{group} runs {', '.join(current)}: choose one with --app[/red]")
+            raise typer.Exit(2)
+        target = {app_name or next(iter(current)): to}
+    else:
+        previous = next(
+            (
+                r.apps
+                for r in reconciler.store.rollouts(env, limit=200)
+                if r.group == group and r.state == "succeeded" and dict(r.apps) != current
+            ),
+            None,
+        )
+        if previous is None:
+            errors.print("[red]no earlier successful rollout recorded; pass --to VERSION[/red]")
+            raise typer.Exit(1)
+        target = {a: v for a, v in previous.items() if a in current}
+    message = revert_commits.operator_rollback_message(
+        env, group, {a: current[a] for a in target}, target, getpass.getuser()
+    )
+    result = reconciler.source.commit_group_versions(
+        env_file=environment.source_file, group=group, versions=target, message=message
+    )
+    console.print(
+        f"rollback {env}/{group} -> "
+        f"{', '.join(f'{a}={v}' for a, v in target.items())}: {result.status}"
+        + (f" {result.sha[:12]}" if result.sha else "")
+        + f" ({result.detail})"
+    )
+    if result.status not in ("pushed", "noop"):
+        raise typer.Exit(1)
+
+
+def _set_suspended(environment: str, suspended: bool) -> None:
+    from reconciler import state_store
+
+    store = state_store.SqliteStateStore(_settings().database_path)
+    store.update_environment(environment, time.time(), suspended=suspended)
+    console.print(f"{environment}: {'suspended' if suspended else 'resumed'}")
+
+
+@app.command()
+def suspend(environment: str, config: ConfigOption = None) -> None:
+    """Stop changing an environment (it is still diffed and reported)."""
+    if config:
+        _state.config = config
+    _set_suspended(environment, True)
+
+
+@app.command()
+def resume(environment: str, config: ConfigOption = None) -> None:
+    """Resume reconciling a suspended environment."""
+    if config:
+        _state.config = config
+    _set_suspended(environment, False)
+
+
+@app.command()
+def demo(
+    workdir: Annotated[
+        Path | None, typer.Option(help="Keep everything here (default: temp).")
+    ] = None,
+    keep: Annotated[bool, typer.Option(help="Leave the fleet's apps running at the end.")] = False,
+) -> None:
+    """Create a Git repo from desired-state-example and a local fleet; converge it twice."""
+    from reconciler.demo import walkthrough
+
+    raise typer.Exit(walkthrough.run(workdir=workdir, keep=keep, console=console))
+
+
+def main() -> None:
+    os.environ.setdefault("ANSIBLE_NOCOLOR", "1")
+    app()

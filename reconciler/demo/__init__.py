@@ -1,0 +1,1 @@
+"""Demo support: a tiny test application packaged as deploy_app artifacts."""

@@ -1,0 +1,172 @@
+"""``reconciler demo``: the whole flow on this machine, with nothing to set up.
+
+1. copies ``desired-state-example`` into a Git repository pushed to a local bare "remote";
+2. builds the test app's artifacts and creates a local fleet (one deploy root per host);
+3. validates, diffs, syncs (everything gets deployed), and shows what each host serves;
+4. commits a version bump of ``shop`` in production, plans and syncs again;
+5. prints status, history and a final diff (no drift), then stops the fleet's apps.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.rule import Rule
+from rich.table import Table
+from ruamel.yaml import YAML
+
+from reconciler import cli, content, validation
+from reconciler.demo.fleet import LocalFleet, port_in_use, served_version
+
+EXAMPLE = content.root() / "desired-state-example"
+BUMP = ("production", "web", "shop", "2.5.0")
+
+
+def _git(cwd: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "Demo Developer",
+        "GIT_AUTHOR_EMAIL": "dev@example.invalid",
+        "GIT_COMMITTER_NAME": "Demo Developer",
+        "GIT_COMMITTER_EMAIL": "dev@example.invalid",
+    }
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def _versions(root: Path) -> set[tuple[str, str]]:
+    result = validation.load_repository(root)
+    if result.state is None:
+        raise RuntimeError(
+            "desired-state-example is invalid: " + "; ".join(map(str, result.problems))
+        )
+    return {
+        (app, version)
+        for env in result.state.environments.values()
+        for group in env.groups.values()
+        for app, version in group.apps.items()
+    }
+
+
+def _hosts_table(console: Console, root: Path, fleet: LocalFleet) -> None:
+    result = validation.load_repository(root)
+    assert result.state is not None
+    table = Table("environment", "group", "host", "app", "port", "serving (HTTP /healthz)")
+    for env in result.state.environments.values():
+        for group in env.groups.values():
+            for host in group.hosts:
+                for app in group.apps:
+                    port = host.ports.get(app)
+                    serving = served_version(port) if port else None
+                    table.add_row(
+                        env.name,
+                        group.name,
+                        host.name,
+                        app,
+                        str(port),
+                        serving or "[red]nothing[/red]",
+                    )
+    console.print(table)
+
+
+def _cli(console: Console, title: str, command: object, **kwargs: object) -> int:
+    console.print(Rule(f"[bold]{title}"))
+    try:
+        command(**kwargs)  # type: ignore[operator]
+    except typer.Exit as exit_:
+        return int(exit_.exit_code)
+    return 0
+
+
+def run(workdir: Path | None, keep: bool, console: Console) -> int:
+    started = time.monotonic()
+    base = workdir or Path(tempfile.mkdtemp(prefix="reconciler-demo-"))
+    base.mkdir(parents=True, exist_ok=True)
+    work, remote = base / "desired-state", base / "remote.git"
+    for stale in (work, remote, base / "state"):
+        shutil.rmtree(stale, ignore_errors=True)
+    fleet = LocalFleet(base / "fleet").create()
+    os.environ.update(fleet.environ())
+
+    shutil.copytree(EXAMPLE, work)
+    versions = _versions(work) | {(BUMP[2], BUMP[3])}
+    for app, version in sorted(versions):
+        fleet.build(app, version)
+    busy = [p for p in range(18101, 18230) if port_in_use(p)]
+    result = validation.load_repository(work)
+    assert result.state is not None
+    wanted = {
+        port
+        for env in result.state.environments.values()
+        for g in env.groups.values()
+        for h in g.hosts
+        for port in h.ports.values()
+    }
+    if clash := sorted(wanted & set(busy)):
+        console.print(f"[red]ports already in use: {clash}; stop what uses them and retry[/red]")
+        return 2
+
+    _git(base, "init", "--quiet", "--bare", "--initial-branch=main", str(remote))
+    _git(work, "init", "--quiet", "--initial-branch=main")
+    _git(work, "add", "-A")
+    _git(work, "commit", "--quiet", "-m", "Initial desired state")
+    _git(work, "remote", "add", "origin", str(remote))
+    _git(work, "push", "--quiet", "origin", "main")
+
+    config = base / "reconciler.yaml"
+    YAML().dump(
+        {"state_dir": str(base / "state"), "source": {"url": str(remote), "branch": "main"}}, config
+    )
+    console.print(
+        f"demo directory: {base}\n  remote: {remote}\n  config: {config}\n"
+        f"  fleet:  {fleet.hosts_dir} (ansible_connection=local, one root per host)"
+    )
+    failures = 0
+    try:
+        _cli(console, "reconciler validate", cli.validate, path=work)
+        _cli(console, "reconciler diff (nothing deployed yet)", cli.diff, config=config, env=None)
+        failures += _cli(
+            console, "reconciler sync --once", cli.sync, config=config, env=None, once=True
+        )
+        _hosts_table(console, work, fleet)
+
+        env_file = work / "environments" / f"{BUMP[0]}.yaml"
+        text = env_file.read_text()
+        env_file.write_text(text.replace('shop: "2.4.1"', f'shop: "{BUMP[3]}"', 1))
+        _git(work, "commit", "--quiet", "-am", f"{BUMP[0]}: bump {BUMP[2]} to {BUMP[3]}")
+        _git(work, "push", "--quiet", "origin", "main")
+        console.print(Rule(f"[bold]git push: {BUMP[0]}/{BUMP[1]} {BUMP[2]} -> {BUMP[3]}"))
+        _cli(console, "reconciler plan", cli.plan, config=config, env=None)
+        failures += _cli(
+            console, "reconciler sync --once", cli.sync, config=config, env=None, once=True
+        )
+        _hosts_table(console, work, fleet)
+        _cli(console, "reconciler status", cli.status, config=config)
+        _cli(
+            console,
+            "reconciler history",
+            cli.history,
+            config=config,
+            env=None,
+            limit=10,
+            steps=True,
+        )
+        failures += _cli(console, "reconciler diff", cli.diff, config=config, env=None)
+    finally:
+        if not keep:
+            fleet.stop()
+    console.print(Rule())
+    verdict = "[green]converged[/green]" if not failures else "[red]did not converge[/red]"
+    console.print(
+        f"demo {verdict} in {time.monotonic() - started:.1f}s; files kept in {base}"
+        + ("; apps still running (--keep)" if keep else "")
+    )
+    return 0 if not failures else 1

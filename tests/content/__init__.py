@@ -1,0 +1,1 @@
+"""Tests of the shipped playbook and role against real local hosts."""
