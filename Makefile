@@ -15,11 +15,11 @@ demo: $(BIN)/reconciler
 	$(BIN)/reconciler demo
 
 test: $(BIN)/reconciler
-	$(BIN)/ruff check reconciler tests
+	$(BIN)/ruff check reconciler tests bench
 	$(BIN)/python -m pytest
 
 lint: $(BIN)/reconciler
-	$(BIN)/ruff check reconciler tests
+	$(BIN)/ruff check reconciler tests bench
 	$(BIN)/ansible-lint --profile production playbooks/deploy-app.yml roles/deploy_app
 
 clean:

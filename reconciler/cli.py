@@ -82,6 +82,17 @@ def _components(settings: Settings):  # type: ignore[no-untyped-def]
     return components.build(settings)
 
 
+def _use_config(config: Path | None) -> None:
+    """A ``--config`` given after the command wins over one given before it."""
+    if config:
+        _state.config = config
+
+
+def _reconciler(config: Path | None):  # type: ignore[no-untyped-def]
+    _use_config(config)
+    return _components(_settings())
+
+
 def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
@@ -135,9 +146,7 @@ def diff(
     """Desired (Git) vs recorded (deployed) versions; exit 1 when anything drifted."""
     from reconciler import reconcile
 
-    if config:
-        _state.config = config
-    reconciler = _components(_settings())
+    reconciler = _reconciler(config)
     snapshot = _desired(reconciler)
     table = Table(
         "environment",
@@ -175,9 +184,7 @@ def plan(config: ConfigOption = None, env: EnvOption = None) -> None:
     """Show what a sync would do: per group, the canary steps and their hosts."""
     from reconciler import reconcile
 
-    if config:
-        _state.config = config
-    reconciler = _components(_settings())
+    reconciler = _reconciler(config)
     snapshot = _desired(reconciler)
     status = {s.environment: s for s in reconciler.store.environment_statuses()}
     for name, environment in snapshot.state.environments.items():
@@ -254,9 +261,7 @@ def sync(
     once: Annotated[bool, typer.Option("--once", help="Reconcile now, in the foreground.")] = True,
 ) -> None:
     """Reconcile now in the foreground; exit 1 when any host or group failed."""
-    if config:
-        _state.config = config
-    reconciler = _components(_settings())
+    reconciler = _reconciler(config)
     reconciler.reporter = _ProgressReporter()
     result = reconciler.reconcile_once(set(env) if env else None)
     snapshot = result.snapshot
@@ -289,8 +294,7 @@ def status(config: ConfigOption = None) -> None:
 
     from reconciler import reconcile, state_store
 
-    if config:
-        _state.config = config
+    _use_config(config)
     settings = _settings()
     store = state_store.SqliteStateStore(settings.database_path)
     table = Table(
@@ -316,6 +320,13 @@ def status(config: ConfigOption = None) -> None:
     )
     if error := store.get_meta(reconcile.META_SOURCE_ERROR):
         console.print(f"[yellow]source error:[/yellow] {error}", highlight=False)
+    for quarantine in store.quarantines():
+        console.print(
+            f"[red]quarantined[/red] {quarantine.environment}/{quarantine.group} at "
+            f"{_short(quarantine.commit)} (rollout {quarantine.rollout_id}): not retried until "
+            f"a new commit changes its versions; revert {quarantine.revert}",
+            highlight=False,
+        )
     problems = json.loads(store.get_meta(reconcile.META_PROBLEMS) or "[]")
     if problems:
         console.print(
@@ -335,8 +346,7 @@ def history(
     """Rollouts, newest first, with their steps and outcome."""
     from reconciler import state_store
 
-    if config:
-        _state.config = config
+    _use_config(config)
     store = state_store.SqliteStateStore(_settings().database_path)
     table = Table(
         "started", "environment", "group", "commit", "apps", "state", "reason", title="rollouts"
@@ -357,7 +367,15 @@ def history(
                 detail = f"{len(step.hosts)} host(s)" + (
                     f", failed: {', '.join(failed)}" if failed else ""
                 )
-                table.add_row("", "", f"  {step.phase} {step.index}", "", detail, step.state, "")
+                gates = step.gate_results
+                passed = sum(bool(g.get("passed")) for g in gates)
+                gate_text = f"gates {passed}/{len(gates)} passed" if gates else ""
+                bad = next((g for g in gates if not g.get("passed")), None)
+                if bad:
+                    gate_text += f": {bad.get('gate')} {bad.get('host') or ''} {bad.get('detail')}"
+                table.add_row(
+                    "", "", f"  {step.phase} {step.index}", "", detail, step.state, gate_text[:80]
+                )
     console.print(table)
 
 
@@ -379,9 +397,7 @@ def rollback(
 
     from reconciler import desired_state, revert_commits
 
-    if config:
-        _state.config = config
-    reconciler = _components(_settings())
+    reconciler = _reconciler(config)
     snapshot = _desired(reconciler)
     environment = snapshot.state.environments.get(env)
     if environment is None or group not in environment.groups:
@@ -436,16 +452,14 @@ def _set_suspended(environment: str, suspended: bool) -> None:
 @app.command()
 def suspend(environment: str, config: ConfigOption = None) -> None:
     """Stop changing an environment (it is still diffed and reported)."""
-    if config:
-        _state.config = config
+    _use_config(config)
     _set_suspended(environment, True)
 
 
 @app.command()
 def resume(environment: str, config: ConfigOption = None) -> None:
     """Resume reconciling a suspended environment."""
-    if config:
-        _state.config = config
+    _use_config(config)
     _set_suspended(environment, False)
 
 

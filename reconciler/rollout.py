@@ -17,6 +17,7 @@ Contract (``GroupRollout.run``):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -297,27 +298,15 @@ class GroupRollout:
     def _journal_gates(
         self, rollout_id: str, phase: str, step: planning.Step, results: Sequence[GateResult]
     ) -> None:
-        previous = next(
+        journalled = next(
             (s for s in self.store.steps(rollout_id) if s.phase == phase and s.index == step.index),
             None,
         )
-        if previous is None:
-            return
-        self.store.journal_step(
-            StepRecord(
-                previous.rollout_id,
-                previous.phase,
-                previous.index,
-                previous.percent,
-                previous.hosts,
-                previous.state,
-                previous.host_results,
-                [*previous.gate_results, *(r.as_dict() for r in results)],
-                previous.run_dir,
-                previous.started_at,
-                self.clock(),
+        if journalled is not None:
+            gate_results = [*journalled.gate_results, *(r.as_dict() for r in results)]
+            self.store.journal_step(
+                dataclasses.replace(journalled, gate_results=gate_results, finished_at=self.clock())
             )
-        )
 
     def _run_playbook(
         self,
@@ -330,22 +319,11 @@ class GroupRollout:
         deployment: Deployment,
         rollout_id: str,
     ) -> RunResult:
-        started = self.clock()
-        self.store.journal_step(
-            StepRecord(
-                rollout_id,
-                phase,
-                step.index,
-                step.percent,
-                step.hosts,
-                "running",
-                {},
-                [],
-                "",
-                started,
-                None,
-            )
-        )
+        intent = StepRecord(
+            rollout_id, phase, step.index, step.percent, step.hosts, "running", {}, [], "",
+            self.clock(), None,
+        )  # fmt: skip
+        self.store.journal_step(intent)
         self.reporter.step_started(environment.name, group.name, phase, step, total)
         log.info(
             "step_started", phase=phase, step=step.index, hosts=list(step.hosts), apps=dict(apps)
@@ -375,18 +353,12 @@ class GroupRollout:
             for h, r in result.hosts.items()
         }
         self.store.journal_step(
-            StepRecord(
-                rollout_id,
-                phase,
-                step.index,
-                step.percent,
-                step.hosts,
-                "succeeded" if not result.failed() else "failed",
-                host_results,
-                [],
-                str(result.run_dir),
-                started,
-                now,
+            dataclasses.replace(
+                intent,
+                state="succeeded" if not result.failed() else "failed",
+                host_results=host_results,
+                run_dir=str(result.run_dir),
+                finished_at=now,
             )
         )
         self.reporter.step_finished(environment.name, group.name, phase, step, result)

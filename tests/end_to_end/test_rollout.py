@@ -109,8 +109,7 @@ def test_bad_version_stays_on_the_canary_and_is_reverted_in_git(big_setup):
     assert "in_sync" in again.stdout and run_dirs(setup) == before
 
 
-def test_read_only_source_rolls_back_and_quarantines_the_commit(big_setup):
-    setup = big_setup
+def test_read_only_source_rolls_back_and_quarantines_the_commit(setup):
     config = YAML().load(setup.config.read_text())
     config["source"]["push"] = False
     YAML().dump(config, setup.config)
@@ -132,8 +131,7 @@ def test_read_only_source_rolls_back_and_quarantines_the_commit(big_setup):
     assert served_version(setup.port("web-01")) == "1.1.0"
 
 
-def test_multi_group_commit_gets_a_targeted_revert(big_setup):
-    setup = big_setup
+def test_multi_group_commit_gets_a_targeted_revert(setup):
     setup.fleet.build("shop", "1.2.0", "unhealthy")
     commit(setup, "initial", "1.0.0", canary="[100]")
     setup.cli("sync", "--once", check=True)
@@ -150,8 +148,7 @@ def test_multi_group_commit_gets_a_targeted_revert(big_setup):
     assert served_version(setup.port("web-01")) == "1.0.0"
 
 
-def test_operator_revert_and_rollback_command(big_setup):
-    setup = big_setup
+def test_operator_revert_and_rollback_command(setup):
     commit(setup, "initial", "1.0.0", canary="[100]")
     setup.cli("sync", "--once", check=True)
     bump = commit(setup, "bump", "1.1.0", canary="[100]")

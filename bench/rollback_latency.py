@@ -1,0 +1,119 @@
+"""Measure gate failure -> revert commit on the remote, and the canary blast radius.
+
+Runs the real thing in-process: a bare Git remote, a local fleet of 4 hosts, the shipped role,
+real health gates. A bad version (its /healthz answers 500) is committed; the benchmark records
+when the failing gate result arrives and when the revert commit appears on the remote (polled
+every 20 ms), then prints the figures. Usage: ``.venv/bin/python bench/rollback_latency.py [N]``
+(N repetitions, default 3; prints each run and the median).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from reconciler import components, logs, rollout
+from reconciler.demo.fleet import LocalFleet, free_port, write_inventory
+from reconciler.settings import Settings
+
+ENV = """\
+environment: prod
+inventory: inventories/prod.yml
+defaults:
+  timeout: 120s
+  rollout: {{canary: [25, 100], max_failed_hosts: 0}}
+  health:
+    - http:
+        url: "http://{{host}}:{{port}}/healthz"
+        expect_body: "{{version}}"
+        interval: 0.2s
+        timeout: 2s
+groups:
+  web:
+    apps: {{shop: "{version}"}}
+"""
+GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@invalid",
+           "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@invalid"}
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+class GateClock(rollout.SilentReporter):
+    def __init__(self) -> None:
+        self.failed_at: float | None = None
+
+    def gates_finished(self, environment, group, phase, step, results) -> None:  # type: ignore[no-untyped-def]
+        if phase == "deploy" and not all(r.passed for r in results) and self.failed_at is None:
+            self.failed_at = time.monotonic()
+
+
+def once(base: Path) -> tuple[float, int]:
+    fleet = LocalFleet(base / "fleet").create()
+    os.environ.update(fleet.environ())
+    bare, work = base / "remote.git", base / "work"
+    git(base, "init", "-q", "--bare", "--initial-branch=main", str(bare))
+    git(base, "init", "-q", "--initial-branch=main", str(work))
+    hosts = [f"web-{i}" for i in range(1, 5)]
+    write_inventory(work / "inventories" / "prod.yml", {"web": hosts},
+                    {h: {"shop": free_port()} for h in hosts})
+    fleet.build("shop", "1.0.0")
+    fleet.build("shop", "1.1.0", "unhealthy")
+    (work / "environments").mkdir()
+    (work / "environments" / "prod.yaml").write_text(ENV.format(version="1.0.0"))
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "initial")
+    git(work, "push", "-q", str(bare), "HEAD:main")
+    settings = Settings(state_dir=base / "state", source={"url": str(bare)})
+    reconciler = components.build(settings)
+    try:
+        reconciler.reconcile_once()
+        (work / "environments" / "prod.yaml").write_text(ENV.format(version="1.1.0"))
+        git(work, "commit", "-qam", "bad bump")
+        git(work, "push", "-q", str(bare), "HEAD:main")
+        bad = git(bare, "rev-parse", "main")
+        clock = GateClock()
+        reconciler.reporter = clock
+        seen: list[float] = []
+
+        def watch() -> None:
+            while not seen:
+                if git(bare, "rev-parse", "main") != bad:
+                    seen.append(time.monotonic())
+                time.sleep(0.02)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        reconciler.reconcile_once()
+        watcher.join(timeout=60)
+        radius = sum((fleet.app_root(h, "shop") / "releases" / "1.1.0").exists() for h in hosts)
+        assert clock.failed_at is not None and seen, "no gate failure or no revert commit"
+        return seen[0] - clock.failed_at, radius
+    finally:
+        fleet.stop()
+
+
+def main() -> None:
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    logs.configure("warning", "console")
+    latencies = []
+    for n in range(runs):
+        with tempfile.TemporaryDirectory(prefix="bench-rollback-") as tmp:
+            latency, radius = once(Path(tmp))
+        latencies.append(latency)
+        print(f"run {n + 1}: gate failure -> revert on remote {latency:.2f}s; "
+              f"hosts that ever ran the bad version: {radius} of 4 (first step: 1)")
+    print(f"median {statistics.median(latencies):.2f}s over {runs} runs "
+          f"(includes the rollback playbook and the rollback's gates)")
+
+
+if __name__ == "__main__":
+    main()
