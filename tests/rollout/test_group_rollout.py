@@ -217,7 +217,7 @@ def test_a_newer_commit_supersedes_a_rollout_waiting_on_gates(store):
 def test_bake_holds_each_step_and_checks_the_gates_again(store):
     g = group("2")
     g = GroupDesired(**{**g.__dict__, "rollout": Rollout(canary=(10, 50, 100), bake_s=0.05)})
-    outcome, runner, checker = run(store, g, on_v1())
+    outcome, _, checker = run(store, g, on_v1())
     assert outcome.state == "succeeded"
     assert [len(c) for c in checker.calls] == [1, 1, 4, 4, 5, 5]
 
