@@ -8,17 +8,11 @@ Variables are read, never templated.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.desired_state import Host
-
-# Must be set before ansible reads its configuration: a broken inventory is an error,
-# not a warning followed by an empty inventory.
-os.environ.setdefault("ANSIBLE_INVENTORY_UNPARSED_FAILED", "True")
-os.environ.setdefault("ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED", "True")
 
 
 class InventoryError(Exception):
@@ -48,11 +42,16 @@ def _ports(value: object) -> dict[str, int]:
 
 def load(path: Path) -> Inventory:
     """Parse the inventory at ``path`` (file or directory)."""
+    from ansible import constants
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
     from ansible.vars.manager import VariableManager
 
+    # A broken inventory is an error, not a warning followed by an empty inventory. Set on
+    # Ansible's in-process constants only: never in os.environ, which child processes inherit.
+    constants.INVENTORY_UNPARSED_IS_FAILED = True
+    constants.INVENTORY_ANY_UNPARSED_IS_FAILED = True
     loader = DataLoader()
     try:
         manager = InventoryManager(loader=loader, sources=[str(path)])

@@ -266,3 +266,12 @@ def test_shipped_example_is_valid():
     result = validation.load_repository(example)
     assert result.problems == ()
     assert set(result.state.environments) == {"production", "staging"}
+
+
+def test_reading_inventories_leaves_the_process_environment_alone(repo, monkeypatch):
+    # child processes (ansible-runner, ansible-lint) inherit os.environ: no settings may leak
+    for name in ("ANSIBLE_INVENTORY_UNPARSED_FAILED", "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED"):
+        monkeypatch.delenv(name, raising=False)
+    before = dict(os.environ)
+    assert problems(repo, VALID) == []
+    assert dict(os.environ) == before
