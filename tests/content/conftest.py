@@ -142,8 +142,11 @@ class Fleet:
         }
         return host
 
-    def run(self, apps: Mapping[str, str], **extra_vars: object) -> Run:
-        """Run the shipped playbook on every host; extra vars go in a JSON file, unsafe."""
+    def run(self, apps: Mapping[str, str], *, check: bool = False, **extra_vars: object) -> Run:
+        """Run the shipped playbook on every host; extra vars go in a JSON file, unsafe.
+
+        ``check`` runs it in check mode (``--check``).
+        """
         self.runs += 1
         inventory = self.root / "inventory.json"
         inventory.write_text(json.dumps({"all": {"hosts": self.host_vars}}, indent=2))
@@ -176,6 +179,7 @@ class Fleet:
                 str(inventory),
                 "-e",
                 f"@{extra_file}",
+                *(["--check"] if check else []),
                 str(PLAYBOOK),
             ],
             cwd=self.root,

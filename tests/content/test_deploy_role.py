@@ -3,10 +3,10 @@
 Two fleets of local-connection hosts:
 
 - ``web`` (web1, web2; keep 2 releases) walks one app through a history:
-  v1 -> v1 again -> v2 -> v3 -> v4 -> rollback to v3. Each step is a module-scoped fixture
-  that depends on the one before, so any single test can run alone. Host-specific builds
-  (each host has its own artifact dir): web2's v2 dumps its environment before serving,
-  web1's v3 is unhealthy.
+  v1 -> v1 again -> v2 -> v3 -> v4 -> rollback to v3 -> check-mode runs. Each step is a
+  module-scoped fixture that depends on the one before, so any single test can run alone.
+  Host-specific builds (each host has its own artifact dir): web2's v2 dumps its environment
+  before serving, web1's v3 is unhealthy.
 - ``mixed`` gets one deploy of two apps where the main app crashes on ``bad`` and is fine on
   ``good``.
 """
@@ -16,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import gzip
+import hashlib
 import http.server
 import io
 import json
+import os
 import shutil
 import subprocess
 import tarfile
@@ -30,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.demo import testapp
-from tests.content.conftest import BIN, REPO_ROOT, Fleet, Run, http_get, make_fleet
+from tests.content.conftest import BIN, REPO_ROOT, Fleet, Host, Run, http_get, make_fleet
 
 pytestmark = pytest.mark.ansible
 
@@ -144,6 +146,34 @@ def rollback(web: Fleet, pruned: object) -> Run:
     return web.run({"shop": V3}, deploy_app_keep_releases=1)
 
 
+def host_tree(host: Host) -> dict[str, tuple[int, int, str | None]]:
+    """Every path under the host's base and fact dir: mode, mtime and content (or link)."""
+    tree = {}
+    for top in (host.base, host.fact_dir):
+        for directory, dirs, files in os.walk(top):
+            for name in dirs + files:
+                path = Path(directory, name)
+                info = path.lstat()
+                if path.is_symlink():
+                    content: str | None = os.readlink(path)
+                elif path.is_file():
+                    content = hashlib.sha256(path.read_bytes()).hexdigest()
+                else:
+                    content = None
+                tree[str(path)] = (info.st_mode, info.st_mtime_ns, content)
+    return tree
+
+
+@pytest.fixture(scope="module")
+def checked(web: Fleet, rollback: object) -> tuple[Run, Run, dict, dict]:
+    """Check-mode runs after the rollback: to the pruned v1, then to the current v3."""
+    before = {name: host_tree(host) for name, host in web.hosts.items()}
+    to_v1 = web.run({"shop": V1}, check=True)
+    to_v3 = web.run({"shop": V3}, check=True)
+    after = {name: host_tree(host) for name, host in web.hosts.items()}
+    return to_v1, to_v3, before, after
+
+
 def test_first_deploy_serves_the_version_on_every_host(web: Fleet, first: Run) -> None:
     assert_ok(first, ["web1", "web2"])
     for name, host in web.hosts.items():
@@ -234,6 +264,22 @@ def test_rollback_redoes_a_partial_unpack_and_never_prunes_current_or_previous(
     redone = web.hosts["web1"].app_root() / "releases" / V3
     assert not (redone / "half-written").exists()
     assert (redone / ".reconciler-release.json").is_file()
+
+
+def test_check_mode_reports_changes_and_changes_nothing(
+    web: Fleet, checked: tuple[Run, Run, dict, dict]
+) -> None:
+    to_v1, to_v3, before, after = checked
+    assert_ok(to_v1, ["web1", "web2"])
+    assert_ok(to_v3, ["web1", "web2"])
+    assert all(stats["changed"] > 0 for stats in to_v1.recap.values()), to_v1.output
+    assert {host: stats["changed"] for host, stats in to_v3.recap.items()} == {
+        "web1": 0,
+        "web2": 0,
+    }
+    assert after == before
+    for name in web.hosts:
+        assert_serves(web, name, V3, healthy=name != "web1")
 
 
 def test_a_version_with_template_characters_is_rejected(web: Fleet) -> None:
