@@ -93,6 +93,14 @@ def _reconciler(config: Path | None):  # type: ignore[no-untyped-def]
     return _components(_settings())
 
 
+def _store(config: Path | None):  # type: ignore[no-untyped-def]
+    """The state store named by the configuration (no Git, no Ansible needed)."""
+    from reconciler import state_store
+
+    _use_config(config)
+    return state_store.SqliteStateStore(_settings().database_path)
+
+
 def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
@@ -292,11 +300,9 @@ def status(config: ConfigOption = None) -> None:
     """Per environment: suspended, applied/attempted commits, last result and errors."""
     import json
 
-    from reconciler import reconcile, state_store
+    from reconciler import reconcile
 
-    _use_config(config)
-    settings = _settings()
-    store = state_store.SqliteStateStore(settings.database_path)
+    store = _store(config)
     table = Table(
         "environment", "suspended", "applied", "attempted", "result", "hosts", "updated", "error"
     )
@@ -344,10 +350,7 @@ def history(
     steps: Annotated[bool, typer.Option(help="Show each rollout's steps.")] = True,
 ) -> None:
     """Rollouts, newest first, with their steps and outcome."""
-    from reconciler import state_store
-
-    _use_config(config)
-    store = state_store.SqliteStateStore(_settings().database_path)
+    store = _store(config)
     table = Table(
         "started", "environment", "group", "commit", "apps", "state", "reason", title="rollouts"
     )
@@ -441,10 +444,8 @@ def rollback(
         raise typer.Exit(1)
 
 
-def _set_suspended(environment: str, suspended: bool) -> None:
-    from reconciler import state_store
-
-    store = state_store.SqliteStateStore(_settings().database_path)
+def _set_suspended(environment: str, suspended: bool, config: Path | None) -> None:
+    store = _store(config)
     store.update_environment(environment, time.time(), suspended=suspended)
     console.print(f"{environment}: {'suspended' if suspended else 'resumed'}")
 
@@ -452,15 +453,13 @@ def _set_suspended(environment: str, suspended: bool) -> None:
 @app.command()
 def suspend(environment: str, config: ConfigOption = None) -> None:
     """Stop changing an environment (it is still diffed and reported)."""
-    _use_config(config)
-    _set_suspended(environment, True)
+    _set_suspended(environment, True, config)
 
 
 @app.command()
 def resume(environment: str, config: ConfigOption = None) -> None:
     """Resume reconciling a suspended environment."""
-    _use_config(config)
-    _set_suspended(environment, False)
+    _set_suspended(environment, False, config)
 
 
 @app.command()
