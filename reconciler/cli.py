@@ -262,16 +262,89 @@ class _ProgressReporter:
                 )
 
 
+def _daemon(config: Path | None):  # type: ignore[no-untyped-def]
+    """A client of the running daemon, or None (then commands use the state store)."""
+    from reconciler.api_client import DaemonClient
+
+    _use_config(config)
+    settings = _settings()
+    try:
+        return DaemonClient.discover(settings)
+    except (OSError, ValueError) as exc:
+        errors.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _daemon_call(call):  # type: ignore[no-untyped-def]
+    from reconciler.api_client import DaemonError
+
+    try:
+        return call()
+    except DaemonError as exc:
+        errors.print(f"[red]daemon:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+
+
+def _sync_through_daemon(client, env: list[str] | None, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    failed = False
+    table = Table("environment", "result", "groups", title=f"sync through {client.url}")
+    for environment in env or [None]:
+        with console.status(f"daemon reconciling {environment or 'every environment'}"):
+            answer = _daemon_call(lambda e=environment: client.sync(e, timeout))
+        for name, outcome in answer["finished"].items():
+            if outcome is None:
+                failed = True
+                table.add_row(name, "[yellow]still running[/yellow]", "")
+                continue
+            failed = failed or outcome["result"] not in reconcile_ok_results()
+            table.add_row(
+                name,
+                outcome["result"],
+                ", ".join(f"{g}={o['state']}" for g, o in outcome["groups"].items()),
+            )
+    console.print(table)
+    if failed:
+        raise typer.Exit(1)
+
+
+def reconcile_ok_results() -> frozenset[str]:
+    from reconciler.reconcile import OK_RESULTS
+
+    return OK_RESULTS
+
+
 @app.command()
 def sync(
     config: ConfigOption = None,
     env: EnvOption = None,
     once: Annotated[bool, typer.Option("--once", help="Reconcile now, in the foreground.")] = True,
+    timeout: Annotated[float, typer.Option(help="Through a daemon: longest wait, s.")] = 3600,
 ) -> None:
-    """Reconcile now in the foreground; exit 1 when any host or group failed."""
+    """Reconcile now in the foreground; exit 1 when any host or group failed.
+
+    With a running daemon the reconcile runs there (this waits for it); otherwise here,
+    holding the state dir's lock.
+    """
+    from reconciler.daemon import AlreadyRunning, StateDirLock
+
+    client = _daemon(config)
+    if client is not None:
+        _sync_through_daemon(client, env, timeout)
+        return
     reconciler = _reconciler(config)
     reconciler.reporter = _ProgressReporter()
-    result = reconciler.reconcile_once(set(env) if env else None)
+    try:
+        with StateDirLock(reconciler.settings.lock_path):
+            resumed = reconciler.resume_interrupted(reconciler.refresh())
+            for record in resumed:
+                errors.print(
+                    f"[yellow]resumed[/yellow] interrupted rollout {record.id} "
+                    f"({record.environment}/{record.group})"
+                )
+            result = reconciler.reconcile_once(set(env) if env else None)
+    except AlreadyRunning as exc:
+        errors.print(f"[red]{exc}[/red]: its API did not answer; try again or stop it")
+        raise typer.Exit(2) from exc
     snapshot = result.snapshot
     if snapshot.source_error:
         errors.print(f"[yellow]source:[/yellow] {snapshot.source_error}")
@@ -295,50 +368,98 @@ def sync(
         raise typer.Exit(1)
 
 
-@app.command()
-def status(config: ConfigOption = None) -> None:
-    """Per environment: suspended, applied/attempted commits, last result and errors."""
+def _store_status(config: Path | None) -> dict:  # type: ignore[type-arg]
+    """The state store's view in the shape of ``GET /api/v1/status``."""
     import json
 
     from reconciler import reconcile
 
     store = _store(config)
+    problems = json.loads(store.get_meta(reconcile.META_PROBLEMS) or "[]")
+    fetched = store.get_meta(reconcile.META_LAST_FETCH)
+    return {
+        "daemon": None,
+        "source": {
+            "valid_commit": store.get_meta(reconcile.META_LAST_VALID),
+            "rejected_commit": store.get_meta(reconcile.META_LAST_INVALID) if problems else None,
+            "problems": problems,
+            "error": store.get_meta(reconcile.META_SOURCE_ERROR) or "",
+            "last_fetch_at": float(fetched) if fetched else None,
+        },
+        "environments": [
+            {
+                "name": s.environment,
+                "suspended": s.suspended,
+                "reconciling": False,
+                "last_result": s.last_result,
+                "last_error": s.last_error,
+                "last_attempted_commit": s.last_attempted_commit,
+                "last_applied_commit": s.last_applied_commit,
+                "updated_at": s.updated_at,
+                "groups": [],
+                "hosts": len({d.host for d in store.deployed(s.environment)}),
+            }
+            for s in store.environment_statuses()
+        ],
+        "quarantines": [
+            {
+                "environment": q.environment,
+                "group": q.group,
+                "commit": q.commit,
+                "rollout_id": q.rollout_id,
+                "revert": q.revert,
+            }
+            for q in store.quarantines()
+        ],
+    }
+
+
+@app.command()
+def status(config: ConfigOption = None) -> None:
+    """Per environment: suspended, applied/attempted commits, last result and errors."""
+    client = _daemon(config)
+    data = _daemon_call(client.status) if client else _store_status(config)
     table = Table(
         "environment", "suspended", "applied", "attempted", "result", "hosts", "updated", "error"
     )
-    for item in store.environment_statuses():
-        hosts = len({d.host for d in store.deployed(item.environment)})
+    for item in data["environments"]:
+        groups = item["groups"]
+        hosts = (
+            f"{sum(g['hosts'] - g['drifted_hosts'] for g in groups)}/"
+            f"{sum(g['hosts'] for g in groups)} in sync"
+            if groups
+            else str(item.get("hosts", "-"))
+        )
         table.add_row(
-            item.environment,
-            "yes" if item.suspended else "no",
-            _short(item.last_applied_commit),
-            _short(item.last_attempted_commit),
-            item.last_result or "-",
-            str(hosts),
-            _when(item.updated_at),
-            item.last_error[:120],
+            item["name"],
+            "yes" if item["suspended"] else "no",
+            _short(item["last_applied_commit"]),
+            _short(item["last_attempted_commit"]),
+            ("[cyan]reconciling[/cyan] " if item["reconciling"] else "")
+            + (item["last_result"] or "-"),
+            hosts,
+            _when(item["updated_at"]),
+            item["last_error"][:120],
         )
     console.print(table)
+    source = data["source"]
+    via = f"daemon {client.url} (pid {data['daemon']['pid']})" if client else "state store"
     console.print(
-        f"source: last valid commit "
-        f"{_short(store.get_meta(reconcile.META_LAST_VALID))}, last fetch "
-        f"{_when(float(store.get_meta(reconcile.META_LAST_FETCH) or 0) or None)}"
+        f"source: last valid commit {_short(source['valid_commit'])}, last fetch "
+        f"{_when(source['last_fetch_at'])} [dim](from the {via})[/dim]"
     )
-    if error := store.get_meta(reconcile.META_SOURCE_ERROR):
-        console.print(f"[yellow]source error:[/yellow] {error}", highlight=False)
-    for quarantine in store.quarantines():
+    if source["error"]:
+        console.print(f"[yellow]source error:[/yellow] {source['error']}", highlight=False)
+    for q in data["quarantines"]:
         console.print(
-            f"[red]quarantined[/red] {quarantine.environment}/{quarantine.group} at "
-            f"{_short(quarantine.commit)} (rollout {quarantine.rollout_id}): not retried until "
-            f"a new commit changes its versions; revert {quarantine.revert}",
+            f"[red]quarantined[/red] {q['environment']}/{q['group']} at "
+            f"{_short(q['commit'])} (rollout {q['rollout_id']}): not retried until "
+            f"a new commit changes its versions; revert {q['revert']}",
             highlight=False,
         )
-    problems = json.loads(store.get_meta(reconcile.META_PROBLEMS) or "[]")
-    if problems:
-        console.print(
-            f"[red]rejected commit {_short(store.get_meta(reconcile.META_LAST_INVALID))}:[/red]"
-        )
-        for problem in problems:
+    if source["problems"]:
+        console.print(f"[red]rejected commit {_short(source['rejected_commit'])}:[/red]")
+        for problem in source["problems"]:
             console.print(f"  {problem}", markup=False, highlight=False)
 
 
@@ -350,11 +471,53 @@ def history(
     steps: Annotated[bool, typer.Option(help="Show each rollout's steps.")] = True,
 ) -> None:
     """Rollouts, newest first, with their steps and outcome."""
-    store = _store(config)
+    from reconciler.state_store import RolloutRecord, StepRecord
+
+    client = _daemon(config)
+    if client is not None:
+        records = []
+        for item in _daemon_call(lambda: client.rollouts(env, limit)):
+            full = _daemon_call(lambda i=item: client.rollout(i["id"])) if steps else item
+            found = [
+                StepRecord(
+                    item["id"],
+                    s["phase"],
+                    s["index"],
+                    s["percent"],
+                    tuple(s["hosts"]),
+                    s["state"],
+                    s["host_results"],
+                    s["gate_results"],
+                    "",
+                    s["started_at"],
+                    s["finished_at"],
+                )
+                for s in full.get("steps") or []
+            ]
+            records.append(
+                (
+                    RolloutRecord(
+                        item["id"],
+                        "",
+                        item["environment"],
+                        item["group"],
+                        item["commit"],
+                        item["apps"],
+                        item["state"],
+                        item["reason"],
+                        item["started_at"],
+                        item["finished_at"],
+                    ),
+                    found,
+                )
+            )
+    else:
+        store = _store(config)
+        records = [(r, store.steps(r.id) if steps else []) for r in store.rollouts(env, limit)]
     table = Table(
         "started", "environment", "group", "commit", "apps", "state", "reason", title="rollouts"
     )
-    for rollout in store.rollouts(env, limit):
+    for rollout, rollout_steps in records:
         table.add_row(
             _when(rollout.started_at),
             rollout.environment,
@@ -365,7 +528,7 @@ def history(
             rollout.reason[:80],
         )
         if steps:
-            for step in store.steps(rollout.id):
+            for step in rollout_steps:
                 failed = [h for h, r in step.host_results.items() if r.get("status") != "ok"]
                 detail = f"{len(step.hosts)} host(s)" + (
                     f", failed: {', '.join(failed)}" if failed else ""
@@ -445,8 +608,12 @@ def rollback(
 
 
 def _set_suspended(environment: str, suspended: bool, config: Path | None) -> None:
-    store = _store(config)
-    store.update_environment(environment, time.time(), suspended=suspended)
+    client = _daemon(config)
+    if client is not None:
+        _daemon_call(lambda: client.set_suspended(environment, suspended))
+    else:
+        store = _store(config)
+        store.update_environment(environment, time.time(), suspended=suspended)
     console.print(f"{environment}: {'suspended' if suspended else 'resumed'}")
 
 
@@ -460,6 +627,30 @@ def suspend(environment: str, config: ConfigOption = None) -> None:
 def resume(environment: str, config: ConfigOption = None) -> None:
     """Resume reconciling a suspended environment."""
     _set_suspended(environment, False, config)
+
+
+@app.command()
+def run(config: ConfigOption = None) -> None:
+    """Run the daemon: poll/watch Git and take webhooks, reconcile, serve the API and metrics.
+
+    Stops on SIGTERM/SIGINT after running playbook steps finish (daemon.shutdown_grace).
+    """
+    from reconciler import api, daemon
+
+    _use_config(config)
+    settings = _settings()
+    logs.configure(settings.daemon.log_level, settings.daemon.log_format)
+    reconciler = _components(settings)
+    try:
+        serve = api.start_server(settings)
+        code = daemon.Daemon(settings, reconciler).run(serve=serve)
+    except daemon.AlreadyRunning as exc:
+        errors.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    except (OSError, ValueError, RuntimeError) as exc:
+        errors.print(f"[red]cannot start:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -12,10 +12,13 @@ Two layers live here, both pure data:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from apscheduler.triggers.cron import CronTrigger
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$")
@@ -186,11 +189,59 @@ class HealthCheck(_Strict):
         return self.gate.name or self.kind
 
 
+class MaintenanceWindow(_Strict):
+    """Changes are applied only while a window is open: it opens at each ``cron`` fire time
+    (standard 5-field crontab, in ``timezone``) and stays open for ``duration``."""
+
+    cron: str = Field(description="When the window opens, e.g. '0 2 * * 1-5'.")
+    duration: Duration = Field(description="How long it stays open, e.g. 2h.")
+    timezone: str = Field(default="UTC", description="IANA zone of the cron expression.")
+
+    @model_validator(mode="after")
+    def _valid(self) -> MaintenanceWindow:
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {self.timezone!r}") from exc
+        try:
+            CronTrigger.from_crontab(self.cron, timezone=ZoneInfo(self.timezone))
+        except ValueError as exc:
+            raise ValueError(f"invalid cron expression {self.cron!r}: {exc}") from exc
+        if self.duration <= 0:
+            raise ValueError("a maintenance window needs a positive duration")
+        return self
+
+    def _trigger(self) -> CronTrigger:
+        return CronTrigger.from_crontab(self.cron, timezone=ZoneInfo(self.timezone))
+
+    def is_open(self, now: datetime) -> bool:
+        """True when a window opened at most ``duration`` before ``now`` (aware datetime)."""
+        since = now - timedelta(seconds=self.duration)
+        opened = self._trigger().get_next_fire_time(None, since)
+        return opened is not None and opened <= now
+
+    def next_open(self, now: datetime) -> datetime | None:
+        return self._trigger().get_next_fire_time(None, now)
+
+
+def windows_open(windows: Sequence[MaintenanceWindow], now: datetime) -> bool:
+    """No windows means always open; otherwise any open window allows changes."""
+    return not windows or any(w.is_open(now) for w in windows)
+
+
+def next_window(windows: Sequence[MaintenanceWindow], now: datetime) -> datetime | None:
+    starts = [s for w in windows if (s := w.next_open(now)) is not None]
+    return min(starts) if starts else None
+
+
 class Defaults(_Strict):
     playbook: RepoPath = "deploy-app.yml"
     rollout: RolloutSpec = RolloutSpec()
     health: tuple[HealthCheck, ...] = ()
     timeout: Duration = Field(default=600.0, description="Playbook wall-clock limit per step.")
+    maintenance_windows: tuple[MaintenanceWindow, ...] = Field(
+        default=(), description="When changes may be applied; none = any time."
+    )
 
 
 class GroupSpec(_Strict):
@@ -200,6 +251,7 @@ class GroupSpec(_Strict):
     rollout: RolloutSpec | None = None
     health: tuple[HealthCheck, ...] | None = None
     timeout: Duration | None = None
+    maintenance_windows: tuple[MaintenanceWindow, ...] | None = None
 
 
 class EnvironmentFile(_Strict):
@@ -247,6 +299,7 @@ class GroupDesired:
     rollout: Rollout
     health: tuple[HealthCheck, ...]
     timeout_s: float
+    maintenance_windows: tuple[MaintenanceWindow, ...] = ()
 
     @property
     def host_names(self) -> tuple[str, ...]:

@@ -58,6 +58,9 @@ def redact(url: str) -> str:
     return _USERINFO.sub("***@", url)
 
 
+FETCH_TIMEOUT_S = 120.0
+
+
 class SourceError(Exception):
     """The Git remote could not be read (transient)."""
 
@@ -180,13 +183,25 @@ class GitSource:
         try:
             repo.remotes.origin.set_url(self.url)
             repo.remotes.origin.fetch(
-                refspec=f"+refs/heads/{self.branch}:{self.remote_ref}", prune=False
+                refspec=f"+refs/heads/{self.branch}:{self.remote_ref}",
+                prune=False,
+                kill_after_timeout=FETCH_TIMEOUT_S,
             )
             return _info(repo.commit(self.remote_ref))
         except (git.GitCommandError, git.GitError, ValueError) as exc:
             raise self._error("fetch", exc) from exc
         finally:
             repo.close()
+
+    def last_fetched(self) -> CommitInfo:
+        """The tip as of the last successful fetch (no network)."""
+        if not (self.checkout_dir / ".git").is_dir():
+            raise SourceError(f"{redact(self.url)} ({self.branch}) was never fetched")
+        with self._lock, git.Repo(self.checkout_dir) as repo:
+            try:
+                return _info(repo.commit(self.remote_ref))
+            except (git.GitError, ValueError) as exc:
+                raise self._error("read the last fetch of", exc) from exc
 
     def commit_info(self, sha: str) -> CommitInfo:
         with git.Repo(self.checkout_dir) as repo:

@@ -480,6 +480,7 @@ class PlaybookRunner:
         env.update(run.envvars)
         env["ANSIBLE_HOST_KEY_CHECKING"] = "True" if self.host_key_checking else "False"
         env[process_tree.RUN_IDENT_ENV] = ident
+        env[process_tree.RUNS_DIR_ENV] = str(self.runs_dir)
         return env
 
     def _error(
@@ -507,6 +508,9 @@ class PlaybookRunner:
             return self._error(run, ident, run_dir, started, f"inventory not found: {inventory}")
 
         env_known = self._envvars(run, ident)
+        # Controller-side temp files go with the run dir, so rotation removes what a killed
+        # run leaves behind (instead of piling up in ~/.ansible/tmp).
+        env_known.setdefault("ANSIBLE_LOCAL_TEMP", str(run_dir / "tmp"))
         try:
             extravars_path = run_dir / _EXTRAVARS_FILE
             fd = os.open(extravars_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -36,12 +36,14 @@ import time
 
 import psutil
 
-__all__ = ["RUN_IDENT_ENV", "find_run_processes", "kill_run"]
+__all__ = ["RUNS_DIR_ENV", "RUN_IDENT_ENV", "find_run_processes", "kill_orphans", "kill_run"]
 
 log = logging.getLogger(__name__)
 
 #: Name of the environment variable that marks a run's processes.
 RUN_IDENT_ENV = "RECONCILER_RUN_IDENT"
+#: Name of the environment variable naming the runs directory a run belongs to.
+RUNS_DIR_ENV = "RECONCILER_RUNS_DIR"
 
 _MAX_SCAN_ROUNDS = 20
 
@@ -127,3 +129,31 @@ def kill_run(ident: str, *, timeout_s: float = 5.0) -> list[int]:
         "process_tree: killed %d process(es) of run %s (self=%d)", len(found), ident, os.getpid()
     )
     return sorted(found)
+
+
+def kill_orphans(runs_dir: str) -> list[int]:
+    """Kill processes left by runs of ``runs_dir`` whose daemon died (e.g. ``kill -9``).
+
+    Scans every process on the machine (orphans are re-parented to init, so they are no longer
+    our descendants) for ``RECONCILER_RUNS_DIR=<runs_dir>``; our own live descendants are
+    spared. Call it on start, before any run of ours exists.
+    """
+    own = {p.pid for p in psutil.Process().children(recursive=True)} | {os.getpid()}
+    found: list[psutil.Process] = []
+    for proc in psutil.process_iter():
+        if proc.pid in own:
+            continue
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and (
+                proc.environ().get(RUNS_DIR_ENV) == runs_dir
+            ):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+    for proc in found:
+        _signal(proc, signal.SIGSTOP)
+    for proc in found:
+        _signal(proc, signal.SIGKILL)
+    if found:
+        log.warning("process_tree: killed %d orphan(s) of %s", len(found), runs_dir)
+    return sorted(p.pid for p in found)

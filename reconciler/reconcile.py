@@ -12,22 +12,33 @@ a failed host; it returns a ``ReconcileResult`` and leaves the store telling wha
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
 
 from reconciler import git_source, planning, rollout, validation
-from reconciler.desired_state import DesiredState, EnvironmentDesired, GroupDesired
+from reconciler.desired_state import (
+    DesiredState,
+    EnvironmentDesired,
+    GroupDesired,
+    next_window,
+    windows_open,
+)
 from reconciler.health_checks import HealthChecker
 from reconciler.playbook_runner import PlaybookRunner
 from reconciler.settings import Settings
-from reconciler.state_store import QuarantineRecord, RunRecord, StateStore
+from reconciler.state_store import QuarantineRecord, RolloutRecord, RunRecord, StateStore
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +47,8 @@ META_LAST_INVALID = "source.last_invalid_commit"
 META_PROBLEMS = "source.problems"
 META_SOURCE_ERROR = "source.error"
 META_LAST_FETCH = "source.last_fetch_at"
+META_LAST_SUCCESS = "environment.{environment}.last_success_at"
+INTERRUPTED_STEPS = frozenset({"running", "interrupted"})
 
 
 @dataclass(frozen=True)
@@ -68,11 +81,14 @@ class ReconcileResult:
 
     @property
     def failed(self) -> bool:
-        return any(e.result not in ("applied", "in_sync", "suspended") for e in self.environments)
+        return any(e.result not in OK_RESULTS for e in self.environments)
 
 
 def recorded_versions(store: StateStore, environment: str) -> dict[tuple[str, str], str]:
     return {(d.host, d.app): d.version for d in store.deployed(environment)}
+
+
+OK_RESULTS = frozenset({"applied", "in_sync", "suspended", "deferred"})
 
 
 class Reconciler:
@@ -99,6 +115,8 @@ class Reconciler:
         self.reporter: rollout.Reporter = reporter or rollout.SilentReporter()
         self.cancel = cancel or threading.Event()
         self._loaded: dict[str, validation.LoadResult] = {}
+        self._pins: Counter[str] = Counter()
+        self._pin_lock = threading.Lock()
 
     # ------------------------------------------------------------------ source
     def _load(self, sha: str) -> tuple[Path, validation.LoadResult]:
@@ -109,14 +127,22 @@ class Reconciler:
             self._loaded[sha] = validation.load_repository(root, commit=sha)
         return root, self._loaded[sha]
 
-    def refresh(self) -> DesiredSnapshot:
-        """Fetch the tip, validate it, and return the desired state in force."""
+    def refresh(self, *, fetch: bool = True) -> DesiredSnapshot:
+        """Fetch the tip, validate it, and return the desired state in force.
+
+        ``fetch=False`` (the daemon backing off from a failing remote) skips the fetch and
+        re-evaluates the last fetched tip.
+        """
         tip: git_source.CommitInfo | None = None
         source_error = ""
         try:
-            tip = self.source.fetch()
-            self.store.set_meta(META_LAST_FETCH, str(self.clock()))
-            self.store.set_meta(META_SOURCE_ERROR, "")
+            if fetch:
+                tip = self.source.fetch()
+                self.store.set_meta(META_LAST_FETCH, str(self.clock()))
+                self.store.set_meta(META_SOURCE_ERROR, "")
+            else:
+                tip = self.source.last_fetched()
+                source_error = self.store.get_meta(META_SOURCE_ERROR) or ""
         except git_source.SourceError as exc:
             source_error = str(exc)
             self.store.set_meta(META_SOURCE_ERROR, source_error)
@@ -151,7 +177,9 @@ class Reconciler:
             commit = self.source.commit_info(valid_sha)
         except (git_source.SourceError, ValueError) as exc:
             return DesiredSnapshot(None, None, None, tip, problems, source_error or str(exc))
-        self.source.prune_snapshots(keep={valid_sha} | ({tip.sha} if tip else set()))
+        with self._pin_lock:
+            keep = {valid_sha, *self._pins} | ({tip.sha} if tip else set())
+        self.source.prune_snapshots(keep=keep)
         return DesiredSnapshot(commit, root, result.state, tip, problems, source_error)
 
     # --------------------------------------------------------------- reconcile
@@ -167,14 +195,19 @@ class Reconciler:
         return ReconcileResult(snapshot, tuple(outcomes))
 
     def reconcile_environment(
-        self, environment: EnvironmentDesired, snapshot: DesiredSnapshot
+        self,
+        environment: EnvironmentDesired,
+        snapshot: DesiredSnapshot,
+        *,
+        cancel: threading.Event | None = None,
+        abort: threading.Event | None = None,
     ) -> EnvironmentOutcome:
         assert snapshot.commit is not None and snapshot.root is not None
         commit = snapshot.commit.sha
         bound = structlog.contextvars.bound_contextvars(
             environment=environment.name, commit=commit[:12]
         )
-        with bound:
+        with bound, self._pinned(commit):
             status = self.store.environment_status(environment.name)
             plan = planning.plan_environment(
                 environment, recorded_versions(self.store, environment.name)
@@ -194,35 +227,97 @@ class Reconciler:
                         for g in plan.groups
                     ),
                 )
-            quarantined = {
-                g.group: q
-                for g in plan.groups
-                if (q := self._quarantined(environment.name, environment.groups[g.group]))
-                and not g.in_sync
-            }
-            if plan.in_sync or all(g.in_sync or g.group in quarantined for g in plan.groups):
-                if quarantined:
-                    return self._quarantine_outcome(environment.name, plan, quarantined)
-                self.store.update_environment(
-                    environment.name,
-                    self.clock(),
-                    last_attempted_commit=commit,
-                    last_applied_commit=commit,
-                    last_result="in_sync",
-                    last_error="",
+            held = self._held_groups(environment, plan)
+            if all(g.in_sync or g.group in held for g in plan.groups):
+                return self._unchanged_outcome(environment.name, plan, held, commit)
+            return self._apply(
+                environment,
+                plan,
+                snapshot,
+                cancel=cancel or self.cancel,
+                abort=abort,
+            )
+
+    def _held_groups(
+        self, environment: EnvironmentDesired, plan: planning.EnvironmentPlan
+    ) -> dict[str, rollout.GroupOutcome]:
+        """Out-of-sync groups that must not change now: quarantined, or outside their window."""
+        held: dict[str, rollout.GroupOutcome] = {}
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        for group_plan in plan.groups:
+            if group_plan.in_sync:
+                continue
+            group = environment.groups[group_plan.group]
+            quarantined = self._quarantined(environment.name, group)
+            if quarantined is not None:
+                held[group.name] = rollout.GroupOutcome(
+                    group.name,
+                    "quarantined",
+                    quarantined.rollout_id,
+                    reason=quarantined.reason,
+                    revert=quarantined.revert,
                 )
-                return EnvironmentOutcome(
-                    environment.name,
-                    "in_sync",
-                    tuple(rollout.GroupOutcome(g.group, "in_sync") for g in plan.groups),
+            elif not windows_open(group.maintenance_windows, now):
+                opens = next_window(group.maintenance_windows, now)
+                when = opens.isoformat() if opens else "never"
+                held[group.name] = rollout.GroupOutcome(
+                    group.name,
+                    "outside_window",
+                    reason=f"outside its maintenance windows; the next opens {when}",
                 )
-            return self._apply(environment, plan, snapshot)
+            elif deferred := [d for d in group.after if d in held]:
+                # groups come in ``after`` order: a group following a held one waits with it
+                state = (
+                    "outside_window"
+                    if all(held[d].state == "outside_window" for d in deferred)
+                    else "waiting"
+                )
+                held[group.name] = rollout.GroupOutcome(
+                    group.name, state, reason=f"waiting for {', '.join(deferred)}"
+                )
+        return held
+
+    def _unchanged_outcome(
+        self,
+        environment: str,
+        plan: planning.EnvironmentPlan,
+        held: Mapping[str, rollout.GroupOutcome],
+        commit: str,
+    ) -> EnvironmentOutcome:
+        """Nothing to apply now: in sync, or every drifted group is held. No run recorded."""
+        groups = tuple(
+            held.get(g.group) or rollout.GroupOutcome(g.group, "in_sync") for g in plan.groups
+        )
+        result = _environment_result(groups)
+        if result == "applied":
+            result = "in_sync"
+            self.store.update_environment(
+                environment,
+                self.clock(),
+                last_attempted_commit=commit,
+                last_applied_commit=commit,
+                last_result="in_sync",
+                last_error="",
+            )
+            self._record_success(environment)
+        else:
+            reasons = "; ".join(f"{g.group}: {g.reason}" for g in held.values())
+            self.store.update_environment(
+                environment, self.clock(), last_result=result, last_error=reasons
+            )
+        return EnvironmentOutcome(environment, result, groups)
+
+    def _record_success(self, environment: str) -> None:
+        self.store.set_meta(META_LAST_SUCCESS.format(environment=environment), str(self.clock()))
 
     def _apply(
         self,
         environment: EnvironmentDesired,
         plan: planning.EnvironmentPlan,
         snapshot: DesiredSnapshot,
+        *,
+        cancel: threading.Event,
+        abort: threading.Event | None,
     ) -> EnvironmentOutcome:
         assert snapshot.commit is not None and snapshot.root is not None
         commit = snapshot.commit.sha
@@ -241,35 +336,61 @@ class Reconciler:
             reporter=self.reporter,
             reverter=self.reverter,
             clock=self.clock,
-            cancel=self.cancel,
+            cancel=cancel,
+            abort=abort,
         )
-        outcomes: dict[str, rollout.GroupOutcome] = {}
-        for group_plan in plan.groups:
+        held = self._held_groups(environment, plan)
+
+        def decide(group_plan: planning.GroupPlan) -> rollout.GroupOutcome | None:
+            """The outcome of a group that does not roll out, or None when it must."""
             name = group_plan.group
-            blocked = [
-                d for d in group_plan.after if outcomes.get(d) and outcomes[d].state in BLOCKING
-            ]
-            quarantined = self._quarantined(environment.name, environment.groups[name])
-            if quarantined is not None:
-                outcomes[name] = rollout.GroupOutcome(
-                    name,
-                    "quarantined",
-                    quarantined.rollout_id,
-                    reason=f"{quarantined.reason} (revert: {quarantined.revert})",
-                    revert=quarantined.revert,
-                )
-            elif group_plan.in_sync:
-                outcomes[name] = rollout.GroupOutcome(name, "in_sync")
-            elif blocked:
-                outcomes[name] = rollout.GroupOutcome(
+            blocked = [d for d in group_plan.after if outcomes[d].state in BLOCKING]
+            if name in held:
+                return held[name]
+            if group_plan.in_sync:
+                return rollout.GroupOutcome(name, "in_sync")
+            if blocked:
+                return rollout.GroupOutcome(
                     name, "waiting", reason=f"waiting for {', '.join(blocked)}"
                 )
-            elif self.cancel.is_set():
-                outcomes[name] = rollout.GroupOutcome(name, "waiting", reason="superseded")
-            else:
-                outcomes[name] = engine.run(
-                    environment, environment.groups[name], group_plan, deployment
-                )
+            if cancel.is_set():
+                return rollout.GroupOutcome(name, "waiting", reason="stopped before it started")
+            return None
+
+        def roll(group_plan: planning.GroupPlan) -> rollout.GroupOutcome:
+            group = environment.groups[group_plan.group]
+            with structlog.contextvars.bound_contextvars(
+                environment=environment.name, commit=commit[:12]
+            ):
+                return engine.run(environment, group, group_plan, deployment)
+
+        outcomes: dict[str, rollout.GroupOutcome] = {}
+        pending = list(plan.groups)
+        limit = self.settings.execution.parallel_groups
+        with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="group") as pool:
+            running: dict[Future[rollout.GroupOutcome], str] = {}
+            while pending or running:
+                for group_plan in list(pending):
+                    if any(d not in outcomes for d in group_plan.after):
+                        continue  # a group it follows is not finished yet
+                    decided = decide(group_plan)
+                    if decided is None and len(running) >= limit:
+                        continue
+                    pending.remove(group_plan)
+                    if decided is not None:
+                        outcomes[group_plan.group] = decided
+                    else:
+                        running[pool.submit(roll, group_plan)] = group_plan.group
+                if not running:
+                    if pending and not any(
+                        all(d in outcomes for d in g.after) for g in pending
+                    ):  # pragma: no cover - validation rejects cycles
+                        raise RuntimeError("group ordering cycle")
+                    continue
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    outcomes[running.pop(future)] = future.result()
+        outcomes = {g.group: outcomes[g.group] for g in plan.groups}
         failed = [o for o in outcomes.values() if o.state in BLOCKING]
         result = _environment_result(outcomes.values())
         finished = self.clock()
@@ -288,35 +409,71 @@ class Reconciler:
         fields: dict[str, object] = {"last_result": result, "last_error": error}
         if result == "applied":
             fields["last_applied_commit"] = commit
+            self._record_success(environment.name)
         self.store.update_environment(environment.name, finished, **fields)
         log.info("reconcile_finished", result=result, seconds=round(finished - started, 3))
         return EnvironmentOutcome(environment.name, result, tuple(outcomes.values()))
 
-    def _quarantine_outcome(
-        self,
-        environment: str,
-        plan: planning.EnvironmentPlan,
-        quarantined: dict[str, QuarantineRecord],
-    ) -> EnvironmentOutcome:
-        """Every out-of-sync group is quarantined: report, change nothing, record no run."""
-        reasons = "; ".join(f"{g}: revert {q.revert}" for g, q in quarantined.items())
-        self.store.update_environment(
-            environment, self.clock(), last_result="quarantined", last_error=reasons
-        )
-        return EnvironmentOutcome(
-            environment,
-            "quarantined",
-            tuple(
-                rollout.GroupOutcome(
-                    g.group,
-                    "quarantined" if g.group in quarantined else "in_sync",
-                    quarantined[g.group].rollout_id if g.group in quarantined else None,
-                    reason=quarantined[g.group].reason if g.group in quarantined else "",
-                    revert=quarantined[g.group].revert if g.group in quarantined else "",
-                )
-                for g in plan.groups
-            ),
-        )
+    # ------------------------------------------------------------------ resume
+    def resume_interrupted(self, snapshot: DesiredSnapshot) -> list[RolloutRecord]:
+        """Close rollouts a crash or kill left ``running``; make their hosts get redeployed.
+
+        A host of an interrupted step runs its old or its new version. Where the record
+        (old) equals what is desired now, the planner would skip the host, so its record is
+        forgotten and the next reconcile deploys it through the normal gated path. Where they
+        differ the host is planned anyway and keeps its last good version for a rollback.
+        Call only while no rollout of this store runs (daemon start, holding the lock).
+        """
+        resumed = []
+        for record in self.store.unfinished_rollouts():
+            steps = [s for s in self.store.steps(record.id) if s.state in INTERRUPTED_STEPS]
+            hosts = sorted({h for s in steps for h in s.hosts})
+            environment = (
+                snapshot.state.environments.get(record.environment) if snapshot.state else None
+            )
+            group = environment.groups.get(record.group) if environment else None
+            recorded = recorded_versions(self.store, record.environment)
+            forget = [
+                (host, app)
+                for host in hosts
+                for app in record.apps
+                if group is None or group.apps.get(app) == recorded.get((host, app))
+            ]
+            self.store.forget_deployed(record.environment, forget)
+            for step in steps:
+                self.store.journal_step(dataclasses.replace(step, state="interrupted"))
+            where = ", ".join(f"{s.phase} step {s.index}" for s in steps) or "between steps"
+            reason = (
+                f"interrupted ({where}); hosts {', '.join(hosts) or 'none'} are redeployed by "
+                "the next reconcile"
+            )
+            self.store.finish_rollout(record.id, "interrupted", reason, self.clock())
+            for run in self.store.runs(record.environment, limit=50):
+                if run.id == record.run_id and run.finished_at is None:
+                    self.store.finish_run(run.id, "interrupted", self.clock(), {})
+            log.warning(
+                "rollout_resumed",
+                rollout_id=record.id,
+                environment=record.environment,
+                group=record.group,
+                hosts=hosts,
+                forgotten=len(forget),
+            )
+            resumed.append(record)
+        return resumed
+
+    @contextmanager
+    def _pinned(self, sha: str) -> Iterator[None]:
+        """Keep the commit's snapshot on disk while a reconcile uses it."""
+        with self._pin_lock:
+            self._pins[sha] += 1
+        try:
+            yield
+        finally:
+            with self._pin_lock:
+                self._pins[sha] -= 1
+                if not self._pins[sha]:
+                    del self._pins[sha]
 
     def _quarantined(self, environment: str, group: GroupDesired) -> QuarantineRecord | None:
         """The group's quarantine if its desired versions are still the ones that failed."""
@@ -330,12 +487,30 @@ class Reconciler:
         return None
 
 
-BLOCKING = frozenset({"failed", "rolled_back", "waiting", "quarantined", "superseded"})
+BLOCKING = frozenset(
+    {
+        "failed",
+        "rolled_back",
+        "waiting",
+        "quarantined",
+        "superseded",
+        "interrupted",
+        "outside_window",
+    }
+)
 
 
 def _environment_result(outcomes: Iterable[rollout.GroupOutcome]) -> str:
     states = {o.state for o in outcomes}
-    for result in ("failed", "rolled_back", "superseded", "quarantined", "waiting"):
-        if result in states:
-            return "failed" if result == "waiting" else result
+    for state, result in (
+        ("failed", "failed"),
+        ("rolled_back", "rolled_back"),
+        ("interrupted", "interrupted"),
+        ("superseded", "superseded"),
+        ("quarantined", "quarantined"),
+        ("waiting", "failed"),
+        ("outside_window", "deferred"),
+    ):
+        if state in states:
+            return result
     return "applied"

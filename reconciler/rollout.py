@@ -12,7 +12,11 @@ Contract (``GroupRollout.run``):
   desired versions are quarantined, and a revert commit is pushed through the Git source.
   Hosts of later steps are never touched.
 * ``cancel`` (a newer commit, or shutdown) stops between steps and during gates/bake: the step
-  in progress finishes, nothing is rolled back, the rollout is recorded as ``superseded``.
+  in progress finishes, nothing is rolled back, the rollout is recorded as ``superseded`` (or
+  ``interrupted`` when the cancel is a ``StopRequest`` for a shutdown).
+* ``abort`` (shutdown grace exceeded) kills the running playbook: the step is journalled
+  ``interrupted`` and the rollout stays ``running`` in the journal, so the next start resumes
+  it exactly like after a crash (``Reconciler.resume_interrupted``).
 """
 
 from __future__ import annotations
@@ -69,6 +73,18 @@ class Reporter(Protocol):
         step: planning.Step,
         results: Sequence[GateResult],
     ) -> None: ...
+
+
+class StopRequest(threading.Event):
+    """A cancel event that says why the rollout stops: a newer commit or a shutdown."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state = "superseded"
+
+    def request(self, state: str = "superseded") -> None:
+        self.state = state
+        self.set()
 
 
 class SilentReporter:
@@ -138,6 +154,7 @@ class GroupRollout:
         reverter: Reverter | None = None,
         clock: Callable[[], float] = time.time,
         cancel: threading.Event | None = None,
+        abort: threading.Event | None = None,
     ) -> None:
         self.store = store
         self.runner = runner
@@ -147,6 +164,7 @@ class GroupRollout:
         self.reverter = reverter
         self.clock = clock
         self.cancel = cancel or threading.Event()
+        self.abort = abort
 
     # ------------------------------------------------------------------ entry
     def run(
@@ -182,6 +200,8 @@ class GroupRollout:
                     result = self._deploy_step(
                         environment, group, step, len(plan.steps), deployment, rollout_id
                     )
+                    if result.outcome == "canceled":
+                        return self._aborted(group, rollout_id, step, changed, failures)
                     touched.extend(step.hosts)
                     changed.extend(result.succeeded())
                     step_failures = _failures(result)
@@ -202,10 +222,28 @@ class GroupRollout:
     def _superseded(
         self, group: GroupDesired, rollout_id: str, changed: list[str], failures: dict[str, str]
     ) -> GroupOutcome:
-        reason = "superseded by a newer commit or shutdown; the next reconcile continues"
-        self.store.finish_rollout(rollout_id, "superseded", reason, self.clock())
-        log.info("rollout_superseded")
-        return GroupOutcome(group.name, "superseded", rollout_id, tuple(changed), failures, reason)
+        state = getattr(self.cancel, "state", "superseded")
+        reason = (
+            "stopped by a daemon shutdown; the next start continues"
+            if state == "interrupted"
+            else "superseded by a newer commit; the next reconcile continues"
+        )
+        self.store.finish_rollout(rollout_id, state, reason, self.clock())
+        log.info("rollout_stopped", state=state)
+        return GroupOutcome(group.name, state, rollout_id, tuple(changed), failures, reason)
+
+    def _aborted(
+        self,
+        group: GroupDesired,
+        rollout_id: str,
+        step: planning.Step,
+        changed: list[str],
+        failures: dict[str, str],
+    ) -> GroupOutcome:
+        """The playbook was killed mid-step: left ``running`` for the next start to resume."""
+        reason = f"step {step.index} killed at shutdown; hosts {', '.join(step.hosts)} unknown"
+        log.warning("rollout_aborted", step=step.index, hosts=list(step.hosts))
+        return GroupOutcome(group.name, "interrupted", rollout_id, tuple(changed), failures, reason)
 
     # ------------------------------------------------------------------ steps
     def _deploy_step(
@@ -329,7 +367,8 @@ class GroupRollout:
             "step_started", phase=phase, step=step.index, hosts=list(step.hosts), apps=dict(apps)
         )
         result = self.runner.run(
-            self._playbook_run(environment, group, phase, step, apps, deployment, rollout_id)
+            self._playbook_run(environment, group, phase, step, apps, deployment, rollout_id),
+            cancel=self.abort,
         )
         now = self.clock()
         self.store.record_deployed(
@@ -355,7 +394,13 @@ class GroupRollout:
         self.store.journal_step(
             dataclasses.replace(
                 intent,
-                state="succeeded" if not result.failed() else "failed",
+                state=(
+                    "interrupted"
+                    if result.outcome == "canceled"
+                    else "succeeded"
+                    if not result.failed()
+                    else "failed"
+                ),
                 host_results=host_results,
                 run_dir=str(result.run_dir),
                 finished_at=now,

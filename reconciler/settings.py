@@ -25,6 +25,12 @@ class SourceSettings(_Section):
     url: str = Field(default="", description="Git URL or local path of the desired-state repo.")
     branch: str = Field(default="main", description="Tracked branch.")
     poll_interval: Duration = Field(default=30.0, description="Seconds between fetches.")
+    poll_jitter: float = Field(
+        default=0.1, ge=0, le=1, description="Random share of poll_interval added to each poll."
+    )
+    watch: bool | None = Field(
+        default=None, description="Watch a local repository path for changes (None: auto)."
+    )
     push: bool = Field(
         default=True,
         description="Push revert commits; false = read-only, reverts wait for a human.",
@@ -40,10 +46,53 @@ class ExecutionSettings(_Section):
         default=True, description="ANSIBLE_PIPELINING: fewer round trips per task."
     )
     keep_runs: int = Field(default=50, ge=1, description="Run directories kept under runs/.")
+    parallel_groups: int = Field(
+        default=4, ge=1, le=64, description="Independent groups of one environment at once."
+    )
     private_key_file: Path | None = Field(default=None, description="SSH key for Ansible.")
     extra_envvars: dict[str, str] = Field(
         default_factory=dict, description="ANSIBLE_* settings passed to every run."
     )
+
+
+class ApiSettings(_Section):
+    listen: str = Field(default="127.0.0.1", description="Address of the HTTP API.")
+    port: int = Field(default=9480, ge=0, le=65535, description="Port (0: any free port).")
+    token_file: Path | None = Field(
+        default=None, description="File holding the bearer token of mutating calls."
+    )
+    url: str | None = Field(
+        default=None, description="Where the CLI reaches the daemon (default: listen:port)."
+    )
+
+    @property
+    def client_url(self) -> str:
+        if self.url:
+            return self.url.rstrip("/")
+        host = "127.0.0.1" if self.listen in ("0.0.0.0", "") else self.listen  # noqa: S104
+        host = "[::1]" if host == "::" else (f"[{host}]" if ":" in host else host)
+        return f"http://{host}:{self.port}"
+
+
+class WebhookSettings(_Section):
+    github_secret_file: Path | None = Field(default=None, description="GitHub HMAC secret.")
+    gitlab_token_file: Path | None = Field(default=None, description="GitLab X-Gitlab-Token.")
+    gitea_secret_file: Path | None = Field(default=None, description="Gitea HMAC secret.")
+    max_payload_bytes: int = Field(default=1_048_576, ge=1024, description="Larger: 413.")
+
+
+class DaemonSettings(_Section):
+    parallel_environments: int = Field(
+        default=4, ge=1, le=64, description="Environments reconciled at the same time."
+    )
+    resync_interval: Duration = Field(
+        default=300.0, description="Reconcile every environment this often, changes or not."
+    )
+    shutdown_grace: Duration = Field(
+        default=120.0, description="On SIGTERM, how long a running playbook step may finish."
+    )
+    log_format: str = Field(default="json", pattern="^(json|console)$")
+    log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
 
 
 class Settings(BaseSettings):
@@ -56,6 +105,9 @@ class Settings(BaseSettings):
     state_dir: Path = Field(default=Path("/var/lib/reconciler"), description="State and cache.")
     source: SourceSettings = SourceSettings()
     execution: ExecutionSettings = ExecutionSettings()
+    api: ApiSettings = ApiSettings()
+    webhooks: WebhookSettings = WebhookSettings()
+    daemon: DaemonSettings = DaemonSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -92,3 +144,17 @@ class Settings(BaseSettings):
     @property
     def runs_dir(self) -> Path:
         return self.state_dir / "runs"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.state_dir / "daemon.lock"
+
+
+def read_secret(path: Path | None) -> str | None:
+    """The stripped content of a secret file, or None when no file is configured."""
+    if path is None:
+        return None
+    value = path.read_text(encoding="utf-8").strip()
+    if not value:
+        raise ValueError(f"secret file {path} is empty")
+    return value

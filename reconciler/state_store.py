@@ -186,6 +186,7 @@ class EnvironmentStatus:
 class StateStore(Protocol):
     def deployed(self, environment: str) -> list[DeployedVersion]: ...
     def record_deployed(self, records: Sequence[DeployedVersion]) -> None: ...
+    def forget_deployed(self, environment: str, pairs: Sequence[tuple[str, str]]) -> None: ...
     def start_run(self, run: RunRecord) -> None: ...
     def finish_run(
         self, run_id: str, result: str, finished_at: float, summary: Mapping[str, Any]
@@ -197,6 +198,7 @@ class StateStore(Protocol):
     ) -> None: ...
     def rollouts(self, environment: str | None = None, limit: int = 20) -> list[RolloutRecord]: ...
     def unfinished_rollouts(self) -> list[RolloutRecord]: ...
+    def rollout(self, rollout_id: str) -> RolloutRecord | None: ...
     def journal_step(self, step: StepRecord) -> None: ...
     def steps(self, rollout_id: str) -> list[StepRecord]: ...
     def environment_status(self, environment: str) -> EnvironmentStatus: ...
@@ -300,6 +302,14 @@ class SqliteStateStore:
                 ],
             )
 
+    def forget_deployed(self, environment: str, pairs: Sequence[tuple[str, str]]) -> None:
+        """Drop the records of (host, app) pairs whose real version is unknown."""
+        with self._transaction() as db:
+            db.executemany(
+                "DELETE FROM deployed WHERE environment = ? AND host = ? AND app = ?",
+                [(environment, host, app) for host, app in pairs],
+            )
+
     # -- runs
     def start_run(self, run: RunRecord) -> None:
         with self._transaction() as db:
@@ -394,6 +404,10 @@ class SqliteStateStore:
             params.append(environment)
         rows = self._query(sql + " ORDER BY started_at DESC, rowid DESC LIMIT ?", [*params, limit])
         return [self._rollout(r) for r in rows]
+
+    def rollout(self, rollout_id: str) -> RolloutRecord | None:
+        rows = self._query("SELECT * FROM rollouts WHERE id = ?", (rollout_id,))
+        return self._rollout(rows[0]) if rows else None
 
     def unfinished_rollouts(self) -> list[RolloutRecord]:
         rows = self._query("SELECT * FROM rollouts WHERE finished_at IS NULL ORDER BY started_at")

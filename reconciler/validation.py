@@ -314,6 +314,11 @@ def _resolve_group(spec: EnvironmentFile, name: str, parsed: inventory.Inventory
         rollout=rollout,
         health=group.health if group.health is not None else defaults.health,
         timeout_s=group.timeout if group.timeout is not None else defaults.timeout,
+        maintenance_windows=(
+            group.maintenance_windows
+            if group.maintenance_windows is not None
+            else defaults.maintenance_windows
+        ),
     )
 
 

@@ -1,0 +1,1 @@
+"""The shipped Prometheus rules and Grafana dashboard, checked with promtool."""
