@@ -4,7 +4,8 @@ Runs the real thing in-process: a bare Git remote, a local fleet of 4 hosts, the
 real health gates. A bad version (its /healthz answers 500) is committed; the benchmark records
 when the failing gate result arrives and when the revert commit appears on the remote (polled
 every 20 ms), then prints the figures. Usage: ``.venv/bin/python bench/rollback_latency.py [N]``
-(N repetitions, default 3; prints each run and the median).
+(N repetitions, default 3; prints each run and the median). Registered in the suite as
+``rollback_latency`` (not part of ``--quick``: one run takes about a minute).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+from bench.registry import Context, Row, register
 from reconciler import components, logs, rollout
 from reconciler.demo.fleet import LocalFleet, free_port, write_inventory
 from reconciler.settings import Settings
@@ -38,13 +40,19 @@ groups:
   web:
     apps: {{shop: "{version}"}}
 """
-GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@invalid",
-           "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@invalid"}
+GIT_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@invalid",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@invalid",
+}
 
 
 def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=GIT_ENV, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 class GateClock(rollout.SilentReporter):
@@ -63,8 +71,9 @@ def once(base: Path) -> tuple[float, int]:
     git(base, "init", "-q", "--bare", "--initial-branch=main", str(bare))
     git(base, "init", "-q", "--initial-branch=main", str(work))
     hosts = [f"web-{i}" for i in range(1, 5)]
-    write_inventory(work / "inventories" / "prod.yml", {"web": hosts},
-                    {h: {"shop": free_port()} for h in hosts})
+    write_inventory(
+        work / "inventories" / "prod.yml", {"web": hosts}, {h: {"shop": free_port()} for h in hosts}
+    )
     fleet.build("shop", "1.0.0")
     fleet.build("shop", "1.1.0", "unhealthy")
     (work / "environments").mkdir()
@@ -101,18 +110,50 @@ def once(base: Path) -> tuple[float, int]:
         fleet.stop()
 
 
-def main() -> None:
-    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
-    logs.configure("warning", "console")
-    latencies = []
+def measure(runs: int, verbose: bool = False) -> list[tuple[float, int]]:
+    """``runs`` times: (gate failure -> revert on the remote in seconds, blast radius)."""
+    results = []
     for n in range(runs):
         with tempfile.TemporaryDirectory(prefix="bench-rollback-") as tmp:
             latency, radius = once(Path(tmp))
-        latencies.append(latency)
-        print(f"run {n + 1}: gate failure -> revert on remote {latency:.2f}s; "
-              f"hosts that ever ran the bad version: {radius} of 4 (first step: 1)")
-    print(f"median {statistics.median(latencies):.2f}s over {runs} runs "
-          f"(includes the rollback playbook and the rollback's gates)")
+        results.append((latency, radius))
+        if verbose:
+            print(
+                f"run {n + 1}: gate failure -> revert on remote {latency:.2f}s; "
+                f"hosts that ever ran the bad version: {radius} of 4 (first step: 1)"
+            )
+    return results
+
+
+@register(
+    "rollback_latency", "gate failure -> revert commit on the remote; blast radius", in_quick=False
+)
+def run(ctx: Context) -> list[Row]:
+    results = measure(ctx.reps(3, 1))
+    return [
+        Row.of(
+            "rollback.latency",
+            "gate failure -> revert commit on the remote, 4 hosts",
+            [r[0] for r in results],
+            note="includes the rollback playbook and its gates",
+        ),
+        Row.of(
+            "rollback.radius",
+            "hosts that ever ran the bad version (of 4; first step 1)",
+            [float(r[1]) for r in results],
+            "hosts",
+        ),
+    ]
+
+
+def main() -> None:
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    logs.configure("warning", "console")
+    latencies = [latency for latency, _ in measure(runs, verbose=True)]
+    print(
+        f"median {statistics.median(latencies):.2f}s over {runs} runs "
+        f"(includes the rollback playbook and the rollback's gates)"
+    )
 
 
 if __name__ == "__main__":

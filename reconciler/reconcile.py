@@ -85,7 +85,7 @@ class ReconcileResult:
 
 
 def recorded_versions(store: StateStore, environment: str) -> dict[tuple[str, str], str]:
-    return {(d.host, d.app): d.version for d in store.deployed(environment)}
+    return store.recorded_versions(environment)
 
 
 OK_RESULTS = frozenset({"applied", "in_sync", "suspended", "deferred"})

@@ -185,6 +185,7 @@ class EnvironmentStatus:
 
 class StateStore(Protocol):
     def deployed(self, environment: str) -> list[DeployedVersion]: ...
+    def recorded_versions(self, environment: str) -> dict[tuple[str, str], str]: ...
     def record_deployed(self, records: Sequence[DeployedVersion]) -> None: ...
     def forget_deployed(self, environment: str, pairs: Sequence[tuple[str, str]]) -> None: ...
     def start_run(self, run: RunRecord) -> None: ...
@@ -279,6 +280,13 @@ class SqliteStateStore:
             )
             for r in rows
         ]
+
+    def recorded_versions(self, environment: str) -> dict[tuple[str, str], str]:
+        """``(host, app) -> version``: what planning needs, without building records."""
+        rows = self._query(
+            "SELECT host, app, version FROM deployed WHERE environment = ?", (environment,)
+        )
+        return {(r[0], r[1]): r[2] for r in rows}
 
     def record_deployed(self, records: Sequence[DeployedVersion]) -> None:
         with self._transaction() as db:

@@ -36,7 +36,7 @@ def test_api_reports_desired_versus_deployed_per_host(converged):
     assert {"/api/v1/status", "/api/v1/sync", "/api/v1/webhooks/{provider}"} <= set(spec["paths"])
 
 
-def test_mutating_calls_need_the_bearer_token(converged):
+def test_mutating_calls_need_the_token_and_one_daemon_owns_the_state_dir(converged):
     daemon = converged
     assert daemon.post("/api/v1/sync", token=None).status_code == 401
     assert daemon.post("/api/v1/sync", token="wrong").status_code == 401
@@ -46,6 +46,17 @@ def test_mutating_calls_need_the_bearer_token(converged):
     assert answer.status_code == 202, answer.text
     assert answer.json()["finished"]["prod"]["result"] == "in_sync"
     assert daemon.post("/api/v1/sync", {"environment": "nope"}).status_code == 404
+    # A second daemon on the same state dir refuses to start; the first one is unharmed.
+    second = subprocess.run(
+        [RECONCILER, "run", "--config", str(daemon.config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"COLUMNS": "250", "PATH": "/usr/bin:/bin"},
+    )
+    assert second.returncode == 2
+    assert "in use by another reconciler" in second.stderr
+    assert daemon.get("/readyz").status_code == 200
 
 
 def cli(daemon, *args: str) -> subprocess.CompletedProcess[str]:
@@ -74,17 +85,3 @@ def test_cli_talks_to_the_running_daemon(converged):
     wait_for(lambda: daemon.converged("1.1.0"), 120, "convergence after resume")
     history = cli(daemon, "history", "--env", "prod")
     assert history.returncode == 0 and history.stdout.count("succeeded") >= 3
-
-
-def test_a_second_daemon_on_the_same_state_dir_refuses_to_start(converged):
-    daemon = converged
-    second = subprocess.run(
-        [RECONCILER, "run", "--config", str(daemon.config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"COLUMNS": "250", "PATH": "/usr/bin:/bin"},
-    )
-    assert second.returncode == 2
-    assert "in use by another reconciler" in second.stderr
-    assert daemon.get("/readyz").status_code == 200

@@ -8,7 +8,7 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.daemon.conftest import SECRETS, wait_for
+from tests.daemon.conftest import SECRETS, TOKEN, wait_for
 
 BUMP = {"web": {"shop": "1.1.0"}, "worker": {"jobs": "3.0.0"}}
 
@@ -112,6 +112,9 @@ def test_bad_deliveries_get_their_status_and_trigger_nothing(converged):
         "gitea", push, {"X-Gitea-Event": "push", "X-Gitea-Signature": _sign(SECRETS["gitea"], push)}
     )
     assert gitea.status_code == 202, gitea.text
+    logged = daemon.log_path.read_text()
+    for secret in (*SECRETS.values(), TOKEN):
+        assert secret not in logged, "a secret reached the log"
 
 
 def test_a_burst_of_pushes_is_one_reconcile_of_the_newest_commit(converged):

@@ -1,0 +1,69 @@
+"""Shared set-up for the benchmarks: a real bare Git remote with a work clone, fleet shapes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from reconciler.demo.fleet import write_inventory
+
+GIT_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@invalid",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=GIT_ENV, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+class DesiredRepo:
+    """A desired-state repository: a bare remote in ``base`` and a work tree that pushes to it."""
+
+    def __init__(self, base: Path) -> None:
+        base.mkdir(parents=True, exist_ok=True)
+        self.bare, self.work = base / "remote.git", base / "work"
+        git(base, "init", "-q", "--bare", "--initial-branch=main", str(self.bare))
+        git(base, "init", "-q", "--initial-branch=main", str(self.work))
+
+    @property
+    def url(self) -> str:
+        return str(self.bare)
+
+    def write(self, relative: str, text: str) -> Path:
+        path = self.work / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def inventory(
+        self,
+        groups: Mapping[str, Sequence[str]],
+        ports: Mapping[str, Mapping[str, int]] | None = None,
+        relative: str = "inventories/prod.yml",
+    ) -> Path:
+        return write_inventory(self.work / relative, groups, ports or {})
+
+    def commit_push(self, message: str) -> str:
+        git(self.work, "add", "-A")
+        git(self.work, "commit", "-qm", message)
+        git(self.work, "push", "-q", str(self.bare), "HEAD:main")
+        return git(self.bare, "rev-parse", "main")
+
+
+def host_names(group: str, count: int) -> list[str]:
+    return [f"{group}-{i:05d}" for i in range(1, count + 1)]
+
+
+def split_hosts(total: int, groups: Sequence[str]) -> dict[str, list[str]]:
+    """``total`` hosts spread as evenly as possible over ``groups``."""
+    share, extra = divmod(total, len(groups))
+    return {g: host_names(g, share + (i < extra)) for i, g in enumerate(groups)}

@@ -1,0 +1,305 @@
+"""Idle reconcile cycle: ``Reconciler.reconcile_once()`` when desired == recorded.
+
+Per fleet size (100 / 1,000 / 10,000 hosts in 4 groups, one app per group), a real bare remote
+holds the desired state and a real SQLite store holds every host's deployed version (written with
+``record_deployed``), so the plan is empty and no playbook runs.
+
+* cold: the first cycle of a new ``Reconciler`` on a new state dir (clone, snapshot, validate with
+  the real inventory parse, plan), repeated on fresh state dirs;
+* warm: the following cycles (the commit is validated once per ``Reconciler``, ``_load`` caches).
+
+Ansible's modules are imported before the first timed cycle (a one-off per process).
+
+Each cycle is broken down by wrapping the public calls it makes (exclusive time, so the inventory
+parse is not counted again inside validation); "other" is what no wrapper covered.
+"""
+
+from __future__ import annotations
+
+import functools
+import resource
+import statistics
+import sys
+import time
+import types
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench.common import DesiredRepo, split_hosts
+from bench.registry import DERIVED, Context, Row, register
+from reconciler import components, inventory, planning, reconcile, validation
+from reconciler.demo.fleet import write_inventory
+from reconciler.settings import Settings
+from reconciler.state_store import DeployedVersion
+
+SIZES = (100, 1_000, 10_000)
+APPS = {
+    "web": ("shop", "2.4.1"),
+    "api": ("shop-api", "2.4.1"),
+    "cache": ("cache", "7.2.4"),
+    "worker": ("shop-worker", "1.8.0"),
+}
+ENVIRONMENT = """\
+environment: prod
+inventory: inventories/prod.yml
+defaults:
+  timeout: 10m
+  rollout: {canary: [1, 10, 50, 100], bake: 30s, max_failed_hosts: "1%"}
+  health:
+    - http: {url: "http://{host}:{port}/healthz", expect_body: "{version}", timeout: 60s}
+groups:
+  web: {apps: {shop: "2.4.1"}, rollout: {canary: [1, 25, 100]}}
+  api: {apps: {shop-api: "2.4.1"}}
+  cache: {apps: {cache: "7.2.4"}}
+  worker:
+    after: [web, api]
+    apps: {shop-worker: "1.8.0"}
+    health:
+      - tcp: {host: "{host}", port: "{port}", timeout: 20s}
+"""
+
+FETCH = "git fetch (clone when cold)"
+SNAPSHOT = "git snapshot + commit info"
+VALIDATE = "validation (YAML, schema, checks)"
+INVENTORY = "inventory parse (Ansible)"
+RECORDED = "store read: recorded versions"
+STORE_META = "store: meta/status writes+reads"
+PLAN = "plan (planning.plan_environment)"
+OTHER = "other (uninstrumented)"
+LABELS = (FETCH, SNAPSHOT, VALIDATE, INVENTORY, RECORDED, STORE_META, PLAN, OTHER)
+SHORT = {
+    FETCH: "fetch",
+    SNAPSHOT: "snapshot",
+    VALIDATE: "validate",
+    INVENTORY: "inventory",
+    RECORDED: "recorded",
+    STORE_META: "store_meta",
+    PLAN: "plan",
+    OTHER: "other",
+}
+
+
+class Stopwatch:
+    """Exclusive time per label of wrapped callables (nested calls are not counted twice)."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = defaultdict(float)
+        self._children: list[float] = []
+
+    def reset(self) -> None:
+        self.totals.clear()
+
+    def wrap(self, label: str, func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            self._children.append(0.0)
+            try:
+                return func(*args, **kwargs)
+            finally:
+                elapsed = time.perf_counter() - start
+                self.totals[label] += elapsed - self._children.pop()
+                if self._children:
+                    self._children[-1] += elapsed
+
+        return timed
+
+
+def _targets(reconciler: reconcile.Reconciler) -> list[tuple[object, str, str]]:
+    source, store = reconciler.source, reconciler.store
+    return [
+        (source, "fetch", FETCH),
+        *((source, m, SNAPSHOT) for m in ("snapshot", "commit_info", "prune_snapshots")),
+        (validation, "load_repository", VALIDATE),
+        (inventory, "load", INVENTORY),
+        (reconcile, "recorded_versions", RECORDED),
+        *(
+            (store, m, STORE_META)
+            for m in (
+                "set_meta",
+                "get_meta",
+                "environment_status",
+                "update_environment",
+                "quarantine",
+            )
+        ),
+        (planning, "plan_environment", PLAN),
+    ]
+
+
+@contextmanager
+def instrumented(reconciler: reconcile.Reconciler, watch: Stopwatch) -> Iterator[list[str]]:
+    """Wrap the calls of ``_targets`` for the duration; yields the names it could not find."""
+    restore: list[Callable[[], None]] = []
+    missing: list[str] = []
+    for target, name, label in _targets(reconciler):
+        original = getattr(target, name, None)
+        if original is None:
+            missing.append(name)
+            continue
+        setattr(target, name, watch.wrap(label, original))
+        if isinstance(target, types.ModuleType):  # a module: put the function back
+            restore.append(functools.partial(setattr, target, name, original))
+        else:  # an instance: drop the instance attribute, the class method shows again
+            restore.append(functools.partial(delattr, target, name))
+    try:
+        yield missing
+    finally:
+        for undo in reversed(restore):
+            undo()
+
+
+def prepare(base: Path, hosts: int) -> DesiredRepo:
+    """A bare remote whose tip declares ``hosts`` hosts in 4 groups."""
+    repo = DesiredRepo(base)
+    groups = split_hosts(hosts, list(APPS))
+    ports = {h: {APPS[g][0]: 8000 + i} for i, g in enumerate(groups) for h in groups[g]}
+    repo.inventory(groups, ports)
+    repo.write("environments/prod.yaml", ENVIRONMENT)
+    repo.commit_push(f"{hosts} hosts")
+    return repo
+
+
+def new_reconciler(repo: DesiredRepo, state_dir: Path, hosts: int) -> reconcile.Reconciler:
+    """A ``Reconciler`` on a new state dir whose store already records every desired version."""
+    reconciler = components.build(Settings(state_dir=state_dir, source={"url": repo.url}))
+    now = time.time()
+    reconciler.store.record_deployed(
+        [
+            DeployedVersion("prod", host, app, version, group, None, None, now)
+            for group, names in split_hosts(hosts, list(APPS)).items()
+            for app, version in [APPS[group]]
+            for host in names
+        ]
+    )
+    return reconciler
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its reaped children (git), user + system."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def timed_cycle(reconciler: reconcile.Reconciler, watch: Stopwatch) -> dict[str, float]:
+    """One instrumented ``reconcile_once``: wall total, CPU, and the wall time per label."""
+    watch.reset()
+    with instrumented(reconciler, watch) as missing:
+        if missing:  # renamed in reconciler/: their time shows up as "other"
+            print(f"idle_cycle: cannot time {', '.join(missing)}", file=sys.stderr)
+        cpu, start = cpu_seconds(), time.perf_counter()
+        result = reconciler.reconcile_once()
+        total, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    outcomes = [e.result for e in result.environments]
+    if result.snapshot.tip_rejected or outcomes != ["in_sync"]:
+        raise RuntimeError(
+            f"not an idle cycle: {outcomes} {[str(p) for p in result.snapshot.problems]}"
+        )
+    parts = {label: watch.totals.get(label, 0.0) for label in LABELS if label != OTHER}
+    parts[OTHER] = max(0.0, total - sum(parts.values()))
+    return {"total": total, "cpu": cpu, **parts}
+
+
+def measure(ctx: Context, hosts: int, cold_reps: int, warm_reps: int) -> dict[str, list[dict]]:
+    """Cold and warm cycle samples for one fleet size."""
+    base = ctx.workdir / f"idle-{hosts}"
+    repo = prepare(base, hosts)
+    watch = Stopwatch()
+    cold: list[dict[str, float]] = []
+    reconciler = None
+    for rep in range(max(1, cold_reps)):
+        if reconciler is not None:
+            reconciler.store.close()  # type: ignore[attr-defined]
+        reconciler = new_reconciler(repo, base / f"state-{rep}", hosts)
+        cold.append(timed_cycle(reconciler, watch))
+    assert reconciler is not None
+    warm = [timed_cycle(reconciler, watch) for _ in range(warm_reps)]
+    reconciler.store.close()  # type: ignore[attr-defined]
+    return {"cold": cold if cold_reps else [], "warm": warm}
+
+
+def _breakdown_rows(prefix: str, label: str, samples: list[dict[str, float]]) -> list[Row]:
+    medians = {k: statistics.median(s[k] for s in samples) for k in LABELS}
+    total = statistics.median(s["total"] for s in samples)
+    ranked = sorted(LABELS, key=lambda k: medians[k], reverse=True)
+    top = ", ".join(f"{SHORT[k]} {100 * medians[k] / total:.0f}%" for k in ranked[:3])
+    rows = [
+        Row(
+            f"{prefix}.dominant",
+            f"{label}: share of '{ranked[0]}'",
+            100 * medians[ranked[0]] / total,
+            "%",
+            runs=len(samples),
+            kind=DERIVED,
+            note=f"top 3: {top}",
+        )
+    ]
+    rows += [
+        Row.of(
+            f"{prefix}.{SHORT[k]}",
+            f"{label}: {k}",
+            [s[k] for s in samples],
+            note=f"{100 * medians[k] / total:.1f}% of the median cycle",
+            detail=True,
+        )
+        for k in LABELS
+    ]
+    return rows
+
+
+def rows_for(hosts: int, samples: dict[str, list[dict]]) -> list[Row]:
+    rows: list[Row] = []
+    for phase, what in (("cold", "cold first cycle"), ("warm", "idle cycle (warm)")):
+        if not samples[phase]:
+            continue
+        label = f"{hosts:,} hosts, {what}"
+        cpu = [s["cpu"] for s in samples[phase]]
+        rows.append(
+            Row.of(
+                f"idle.{phase}.{hosts}",
+                label,
+                [s["total"] for s in samples[phase]],
+                note=f"CPU median {statistics.median(cpu) * 1e3:,.0f} ms",
+            )
+        )
+        rows.append(
+            Row.of(
+                f"idle.{phase}.{hosts}.cpu", f"{label}: CPU (with git children)", cpu, detail=True
+            )
+        )
+        rows += _breakdown_rows(f"idle.{phase}.{hosts}", label, samples[phase])
+    return rows
+
+
+@register("idle_cycle", "reconcile_once() with nothing to do, 100 / 1,000 / 10,000 hosts")
+def run(ctx: Context) -> list[Row]:
+    reps = {
+        100: (ctx.reps(5, 2), ctx.reps(20, 5)),
+        1_000: (ctx.reps(5, 2), ctx.reps(20, 5)),
+        10_000: (ctx.reps(3, 1), ctx.reps(10, 3)),
+    }
+    # Import Ansible's inventory code first: a one-off per process, not a cost of a cycle.
+    inventory.load(write_inventory(ctx.workdir / "warm-up.yml", {"warmup": ["warmup-1"]}, {}))
+    rows: list[Row] = []
+    for hosts in SIZES:
+        rows += rows_for(hosts, measure(ctx, hosts, *reps[hosts]))
+    by_key = {r.key: r for r in rows}
+    for phase in ("warm", "cold"):
+        small, large = by_key[f"idle.{phase}.{SIZES[0]}"], by_key[f"idle.{phase}.{SIZES[-1]}"]
+        rows.append(
+            Row(
+                f"idle.{phase}.scaling",
+                f"{phase} cycle, 10,000 vs 100 hosts",
+                large.value / small.value,
+                "x",
+                kind=DERIVED,
+                note="100x the hosts; ratio of medians",
+            )
+        )
+    return rows
