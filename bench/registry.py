@@ -21,6 +21,8 @@ MODULES: tuple[str, ...] = (
     "bench.plan_diff",
     "bench.rollback_latency",
     "bench.daemon",
+    "bench.ssh_rollout",
+    "bench.parallel_groups",
 )
 
 MEASURED, DERIVED, EXTRAPOLATED, SINGLE = "measured", "derived", "extrapolated", "single run"

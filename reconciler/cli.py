@@ -659,11 +659,12 @@ def demo(
         Path | None, typer.Option(help="Keep everything here (default: temp).")
     ] = None,
     keep: Annotated[bool, typer.Option(help="Leave the fleet's apps running at the end.")] = False,
+    ssh: Annotated[bool, typer.Option(help="Hosts are sshd instances on 127.0.1.N.")] = False,
 ) -> None:
     """Create a Git repo from desired-state-example and a local fleet; converge it twice."""
     from reconciler.demo import walkthrough
 
-    raise typer.Exit(walkthrough.run(workdir=workdir, keep=keep, console=console))
+    raise typer.Exit(walkthrough.run(workdir=workdir, keep=keep, console=console, ssh=ssh))
 
 
 def main() -> None:

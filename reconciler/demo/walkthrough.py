@@ -5,6 +5,9 @@
 3. validates, diffs, syncs (everything gets deployed), and shows what each host serves;
 4. commits a version bump of ``shop`` in production, plans and syncs again;
 5. prints status, history and a final diff (no drift), then stops the fleet's apps.
+
+With ``ssh=True`` (``reconciler demo --ssh``) the hosts are real sshd instances on 127.0.1.N
+(:class:`~reconciler.demo.ssh_fleet.SshFleet`), reached over SSH with host key checking on.
 """
 
 from __future__ import annotations
@@ -24,9 +27,12 @@ from ruamel.yaml import YAML
 
 from reconciler import cli, content, validation
 from reconciler.demo.fleet import LocalFleet, port_in_use, served_version
+from reconciler.demo.ssh_fleet import SshFleet
+from reconciler.desired_state import DesiredState, EnvironmentDesired, Host
 
 EXAMPLE = content.root() / "desired-state-example"
 BUMP = ("production", "web", "shop", "2.5.0")
+SSH_FIRST_ADDRESS = 100  # demo hosts on 127.0.1.100 and up (the tests use 127.0.1.10 and up)
 
 
 def _git(cwd: Path, *args: str) -> str:
@@ -86,51 +92,86 @@ def _cli(console: Console, title: str, command: object, **kwargs: object) -> int
     return 0
 
 
-def run(workdir: Path | None, keep: bool, console: Console) -> int:
+def _ssh_fleet(root: Path, state: DesiredState) -> SshFleet:
+    """One sshd host per host of the example's inventories (not started yet)."""
+    names = dict.fromkeys(h.name for env in state.environments.values() for h in _hosts(env))
+    return SshFleet(root, len(names), first_address=SSH_FIRST_ADDRESS, names=list(names))
+
+
+def _hosts(env: EnvironmentDesired) -> list[Host]:
+    return [h for g in env.groups.values() for h in g.hosts]
+
+
+def _point_at_ssh_fleet(work: Path, state: DesiredState, fleet: SshFleet) -> None:
+    """Rewrite the copied example for the SSH fleet: inventories that reach each host over
+    SSH, and health gates that ask 127.0.0.1, where the test app listens on every host."""
+    for env in state.environments.values():
+        groups = {g.name: list(g.host_names) for g in env.groups.values()}
+        apps = {h.name: next(iter(g.apps)) for g in env.groups.values() for h in g.hosts}
+        fleet.write_inventory(work / env.inventory, groups, apps)
+    for env_file in (work / "environments").glob("*.yaml"):
+        env_file.write_text(env_file.read_text().replace("{host}", "127.0.0.1"))
+
+
+def run(workdir: Path | None, keep: bool, console: Console, ssh: bool = False) -> int:
     started = time.monotonic()
     base = workdir or Path(tempfile.mkdtemp(prefix="reconciler-demo-"))
     base.mkdir(parents=True, exist_ok=True)
     work, remote = base / "desired-state", base / "remote.git"
-    for stale in (work, remote, base / "state"):
+    for stale in (work, remote, base / "state", base / "fleet"):
         shutil.rmtree(stale, ignore_errors=True)
-    fleet = LocalFleet(base / "fleet").create()
-    os.environ.update(fleet.environ())
 
     shutil.copytree(EXAMPLE, work)
     versions = _versions(work) | {(BUMP[2], BUMP[3])}
-    for app, version in sorted(versions):
-        fleet.build(app, version)
-    busy = [p for p in range(18101, 18230) if port_in_use(p)]
     result = validation.load_repository(work)
     assert result.state is not None
-    wanted = {
-        port
-        for env in result.state.environments.values()
-        for g in env.groups.values()
-        for h in g.hosts
-        for port in h.ports.values()
-    }
-    if clash := sorted(wanted & set(busy)):
-        console.print(f"[red]ports already in use: {clash}; stop what uses them and retry[/red]")
-        return 2
-
-    _git(base, "init", "--quiet", "--bare", "--initial-branch=main", str(remote))
-    _git(work, "init", "--quiet", "--initial-branch=main")
-    _git(work, "add", "-A")
-    _git(work, "commit", "--quiet", "-m", "Initial desired state")
-    _git(work, "remote", "add", "origin", str(remote))
-    _git(work, "push", "--quiet", "origin", "main")
+    fleet: LocalFleet
+    if ssh:
+        fleet = _ssh_fleet(base / "fleet", result.state)
+    else:
+        fleet = LocalFleet(base / "fleet").create()
+        os.environ.update(fleet.environ())
+        busy = [p for p in range(18101, 18230) if port_in_use(p)]
+        wanted = {
+            port
+            for env in result.state.environments.values()
+            for h in _hosts(env)
+            for port in h.ports.values()
+        }
+        if clash := sorted(wanted & set(busy)):
+            console.print(
+                f"[red]ports already in use: {clash}; stop what uses them and retry[/red]"
+            )
+            return 2
+    for app, version in sorted(versions):
+        fleet.build(app, version)
 
     config = base / "reconciler.yaml"
-    YAML().dump(
-        {"state_dir": str(base / "state"), "source": {"url": str(remote), "branch": "main"}}, config
-    )
-    console.print(
-        f"demo directory: {base}\n  remote: {remote}\n  config: {config}\n"
-        f"  fleet:  {fleet.hosts_dir} (ansible_connection=local, one root per host)"
-    )
+    settings: dict[str, object] = {
+        "state_dir": str(base / "state"),
+        "source": {"url": str(remote), "branch": "main"},
+    }
     failures = 0
     try:
+        if isinstance(fleet, SshFleet):
+            fleet.start()
+            _point_at_ssh_fleet(work, result.state, fleet)
+            settings["execution"] = {"extra_envvars": fleet.ansible_envvars()}
+            first, last = fleet.hosts[0].address, fleet.hosts[-1].address
+            where = f"one sshd per host on {first}-{last.rsplit('.', 1)[1]}, host keys checked"
+        else:
+            where = "ansible_connection=local, one root per host"
+        YAML().dump(settings, config)
+        _git(base, "init", "--quiet", "--bare", "--initial-branch=main", str(remote))
+        _git(work, "init", "--quiet", "--initial-branch=main")
+        _git(work, "add", "-A")
+        _git(work, "commit", "--quiet", "-m", "Initial desired state")
+        _git(work, "remote", "add", "origin", str(remote))
+        _git(work, "push", "--quiet", "origin", "main")
+        console.print(
+            f"demo directory: {base}\n  remote: {remote}\n  config: {config}\n"
+            f"  fleet:  {fleet.hosts_dir} ({where})"
+        )
         _cli(console, "reconciler validate", cli.validate, path=work)
         _cli(console, "reconciler diff (nothing deployed yet)", cli.diff, config=config, env=None)
         failures += _cli(
@@ -167,6 +208,6 @@ def run(workdir: Path | None, keep: bool, console: Console) -> int:
     verdict = "[green]converged[/green]" if not failures else "[red]did not converge[/red]"
     console.print(
         f"demo {verdict} in {time.monotonic() - started:.1f}s; files kept in {base}"
-        + ("; apps still running (--keep)" if keep else "")
+        + (f"; {'sshd and ' if ssh else ''}apps still running (--keep)" if keep else "")
     )
     return 0 if not failures else 1

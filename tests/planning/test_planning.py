@@ -98,9 +98,7 @@ def test_cohort_differs_between_groups_and_environments():
 hosts_st = st.lists(
     st.from_regex(r"[a-z][a-z0-9-]{0,8}", fullmatch=True), min_size=1, max_size=60, unique=True
 )
-canary_st = st.lists(st.integers(1, 99), max_size=4, unique=True).map(
-    lambda xs: (*sorted(xs), 100)
-)
+canary_st = st.lists(st.integers(1, 99), max_size=4, unique=True).map(lambda xs: (*sorted(xs), 100))
 
 
 @given(hosts=hosts_st, canary=canary_st, data=st.data())
