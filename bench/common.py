@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from reconciler.demo.fleet import write_inventory
+
+T = TypeVar("T")
 
 GIT_ENV = {
     **os.environ,
@@ -23,6 +27,20 @@ def git(cwd: Path, *args: str) -> str:
     return subprocess.run(
         ["git", *args], cwd=cwd, env=GIT_ENV, check=True, capture_output=True, text=True
     ).stdout.strip()
+
+
+def wait_until(
+    predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.01
+) -> T:
+    """The first truthy value of ``predicate``, polled every ``interval`` s, or RuntimeError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(interval)
 
 
 class DesiredRepo:

@@ -22,6 +22,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bench.common import wait_until
 from bench.registry import DERIVED, Context, Row, register
 from reconciler.demo.fleet import LocalFleet, free_port, served_version, write_inventory
 from reconciler.state_store import SqliteStateStore
@@ -64,17 +65,6 @@ def _first_step(store: SqliteStateStore, commit: str) -> float | None:
             if steps:
                 return min(s.started_at for s in steps)
     return None
-
-
-def _wait(predicate, timeout: float, what: str, interval: float = 0.01):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(interval)
 
 
 @register("webhook", "webhook -> first playbook step journalled, real daemon subprocess")
@@ -122,16 +112,16 @@ def webhook(ctx: Context) -> list[Row]:
         def served(version: str) -> bool:
             return all(served_version(ports[h]["shop"]) == version for h in hosts)
 
-        _wait(lambda: served(versions[0]), 180, "the initial convergence", 0.2)
+        wait_until(lambda: served(versions[0]), 180, "the initial convergence", 0.2)
         for rep in range(ctx.reps(5, 3)):
             version = versions[(rep + 1) % 2]
             repo.write("environments/prod.yaml", ENV.format(version=version))
             sha = repo.commit_push(f"bump {rep}")
             sent = time.time()
             _post_webhook(url)
-            started = _wait(lambda s=sha: _first_step(store, s), 60, "the first step")
+            started = wait_until(lambda s=sha: _first_step(store, s), 60, "the first step")
             samples.append(started - sent)
-            _wait(lambda v=version: served(v), 180, "convergence", 0.1)
+            wait_until(lambda v=version: served(v), 180, "convergence", 0.1)
             time.sleep(1.0)  # let the rollout finish its bookkeeping
     finally:
         daemon.terminate()

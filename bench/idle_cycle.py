@@ -5,7 +5,8 @@ holds the desired state and a real SQLite store holds every host's deployed vers
 ``record_deployed``), so the plan is empty and no playbook runs.
 
 * cold: the first cycle of a new ``Reconciler`` on a new state dir (clone, snapshot, validate with
-  the real inventory parse, plan), repeated on fresh state dirs;
+  the real inventory parse, plan), repeated on fresh state dirs with the in-process inventory
+  cache cleared (as in a new process);
 * warm: the following cycles (the commit is validated once per ``Reconciler``, ``_load`` caches).
 
 Ansible's modules are imported before the first timed cycle (a one-off per process).
@@ -217,6 +218,7 @@ def measure(ctx: Context, hosts: int, cold_reps: int, warm_reps: int) -> dict[st
         if reconciler is not None:
             reconciler.store.close()  # type: ignore[attr-defined]
         reconciler = new_reconciler(repo, base / f"state-{rep}", hosts)
+        inventory.clear_cache()  # cold means a new process: nothing parsed yet
         cold.append(timed_cycle(reconciler, watch))
     assert reconciler is not None
     warm = [timed_cycle(reconciler, watch) for _ in range(warm_reps)]

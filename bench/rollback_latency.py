@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+from bench.common import git
 from bench.registry import Context, Row, register
 from reconciler import components, logs, rollout
 from reconciler.demo.fleet import LocalFleet, free_port, write_inventory
@@ -40,19 +40,6 @@ groups:
   web:
     apps: {{shop: "{version}"}}
 """
-GIT_ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@invalid",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@invalid",
-}
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, env=GIT_ENV, check=True, capture_output=True, text=True
-    ).stdout.strip()
 
 
 class GateClock(rollout.SilentReporter):

@@ -281,7 +281,7 @@ def _median(samples: Sequence[Mapping[str, float]], key: str) -> float:
     "20-host SSH rollout [10, 50, 100]: reconciler vs raw ansible-playbook --limit per batch",
 )
 def ssh_rollout(ctx: Context) -> list[Row]:
-    hosts, reps = (5, 2) if ctx.quick else (20, 3)
+    hosts, reps = (5, 2) if ctx.quick else (20, 5)
     label = f"{hosts} hosts over SSH, [10, 50, 100]"
     ours: list[dict[str, float]] = []
     raw: list[dict[str, float]] = []

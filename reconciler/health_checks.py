@@ -336,8 +336,10 @@ def _attempt_http(spec: _Spec, timeout: float) -> _Attempt:
     if status != expect_status:
         return _Attempt("failure", f"{what} -> {status} (expected {expect_status})")
     if expect_body is not None and expect_body.encode("utf-8") not in body:
+        seen = _short(body.decode("utf-8", "replace").strip(), 80)
         return _Attempt(
-            "failure", f"{what} -> {status}, body does not contain {_short(expect_body)!r}"
+            "failure",
+            f"{what} -> {status}, body does not contain {_short(expect_body)!r} (got {seen!r})",
         )
     return _Attempt("success", f"{what} -> {status}")
 

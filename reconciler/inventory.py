@@ -95,6 +95,12 @@ def load(path: Path) -> Inventory:
     return parsed
 
 
+def clear_cache() -> None:
+    """Forget every parsed inventory (the next :func:`load` parses, as in a new process)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
 def _parse(path: Path) -> Inventory:
     from ansible import constants
     from ansible.errors import AnsibleError

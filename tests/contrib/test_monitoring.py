@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from tests.systemd.tools import require_tool
+from tests.tools import require_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RULES = REPO_ROOT / "contrib" / "prometheus" / "alerts.yml"

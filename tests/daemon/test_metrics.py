@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import urllib.request
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler.demo.fleet import free_port
 from reconciler.settings import Settings
 from reconciler.state_store import SqliteStateStore
 from tests.daemon.conftest import wait_for
+from tests.tools import require_tool
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -100,21 +98,12 @@ def test_metrics_equal_the_state_after_real_reconciles(converged):
 
 
 def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is missing (CI installs prometheus)")
-        pytest.skip("promtool is not installed")
-    return found
+    return require_tool("promtool", "prometheus")
 
 
 def test_a_real_prometheus_scrapes_the_daemon(converged, tmp_path):
-    binary = shutil.which("prometheus")
+    binary = require_tool("prometheus", "prometheus")
     promtool()
-    if binary is None:
-        pytest.fail("prometheus is missing") if os.environ.get("CI") else pytest.skip(
-            "no prometheus"
-        )
     target = converged.url.removeprefix("http://")
     (tmp_path / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s}\n"

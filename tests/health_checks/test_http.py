@@ -58,6 +58,7 @@ def test_expect_body_renders_version(http_server):
     assert good[0].passed, good[0].detail
     assert not bad[0].passed
     assert "body does not contain '2.4.1'" in bad[0].detail
+    assert """(got '{"version": "2.5.0", "status": "ok"}')""" in bad[0].detail  # what it saw
 
 
 def test_consecutive_successes_after_flip(http_server):

@@ -14,7 +14,7 @@ import pytest
 
 from reconciler.git_source import FETCH_TIMEOUT_S
 from reconciler.settings import Settings
-from tests.systemd.tools import require_tool
+from tests.tools import require_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 UNIT = REPO_ROOT / "systemd" / "reconciler.service"

@@ -17,6 +17,8 @@ def test_unchanged_content_is_parsed_once_and_changes_are_seen(tmp_path):
     parsed = inventory.load(first)
     assert parsed.groups["web"] == ("web-01", "web-02")
     assert inventory.load(copy) is parsed
+    inventory.clear_cache()
+    assert inventory.load(copy) is not parsed  # parsed again, as in a new process
     copy.write_text(INI + "web-03\n")
     assert inventory.load(copy).groups["web"] == ("web-01", "web-02", "web-03")
     # host_vars beside the file are part of the key (a new snapshot dir, as for a new commit)
