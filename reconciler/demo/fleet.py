@@ -10,6 +10,7 @@ own loopback port per app. Inventories written here use the same variables as
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -178,5 +179,5 @@ def served_version(port: int, timeout: float = 2.0) -> str | None:
         with contextlib.suppress(Exception):
             return str(json.loads(exc.read())["version"])
         return None
-    except (OSError, ValueError, KeyError):
-        return None
+    except (OSError, ValueError, KeyError, http.client.HTTPException):
+        return None  # also a response cut short by an app that is being restarted
