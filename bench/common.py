@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import resource
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+import types
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from reconciler.demo.fleet import write_inventory
 
@@ -41,6 +46,64 @@ def wait_until(
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out waiting for {what}")
         time.sleep(interval)
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process and of its reaped children (git, ansible-playbook)."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class Stopwatch:
+    """Exclusive time per label of wrapped callables (nested calls are not counted twice)."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = defaultdict(float)
+        self._children: list[float] = []
+
+    def reset(self) -> None:
+        self.totals.clear()
+
+    def wrap(self, label: str, func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            self._children.append(0.0)
+            try:
+                return func(*args, **kwargs)
+            finally:
+                elapsed = time.perf_counter() - start
+                self.totals[label] += elapsed - self._children.pop()
+                if self._children:
+                    self._children[-1] += elapsed
+
+        return timed
+
+    @contextmanager
+    def instrument(self, targets: Iterable[tuple[object, str, str]]) -> Iterator[list[str]]:
+        """Wrap each ``(object or module, attribute, label)`` for the duration (instance
+        attributes are dropped afterwards, module functions put back); yields the attributes
+        that were not found."""
+        restore: list[Callable[[], None]] = []
+        missing: list[str] = []
+        for target, name, label in targets:
+            original = getattr(target, name, None)
+            if original is None:
+                missing.append(name)
+                continue
+            setattr(target, name, self.wrap(label, original))
+            if isinstance(target, types.ModuleType):
+                restore.append(functools.partial(setattr, target, name, original))
+            else:  # an instance: drop the instance attribute, the class method shows again
+                restore.append(functools.partial(delattr, target, name))
+        try:
+            yield missing
+        finally:
+            for undo in reversed(restore):
+                undo()
 
 
 class DesiredRepo:

@@ -17,19 +17,13 @@ parse is not counted again inside validation); "other" is what no wrapper covere
 
 from __future__ import annotations
 
-import functools
-import resource
 import statistics
 import sys
 import time
-import types
-from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
 
-from bench.common import DesiredRepo, split_hosts
+from bench.common import DesiredRepo, Stopwatch, cpu_seconds, split_hosts
 from bench.registry import DERIVED, Context, Row, register
 from reconciler import components, inventory, planning, reconcile, validation
 from reconciler.demo.fleet import write_inventory
@@ -83,32 +77,6 @@ SHORT = {
 }
 
 
-class Stopwatch:
-    """Exclusive time per label of wrapped callables (nested calls are not counted twice)."""
-
-    def __init__(self) -> None:
-        self.totals: dict[str, float] = defaultdict(float)
-        self._children: list[float] = []
-
-    def reset(self) -> None:
-        self.totals.clear()
-
-    def wrap(self, label: str, func: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(func)
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            self._children.append(0.0)
-            try:
-                return func(*args, **kwargs)
-            finally:
-                elapsed = time.perf_counter() - start
-                self.totals[label] += elapsed - self._children.pop()
-                if self._children:
-                    self._children[-1] += elapsed
-
-        return timed
-
-
 def _targets(reconciler: reconcile.Reconciler) -> list[tuple[object, str, str]]:
     source, store = reconciler.source, reconciler.store
     return [
@@ -131,26 +99,11 @@ def _targets(reconciler: reconcile.Reconciler) -> list[tuple[object, str, str]]:
     ]
 
 
-@contextmanager
-def instrumented(reconciler: reconcile.Reconciler, watch: Stopwatch) -> Iterator[list[str]]:
+def instrumented(
+    reconciler: reconcile.Reconciler, watch: Stopwatch
+) -> AbstractContextManager[list[str]]:
     """Wrap the calls of ``_targets`` for the duration; yields the names it could not find."""
-    restore: list[Callable[[], None]] = []
-    missing: list[str] = []
-    for target, name, label in _targets(reconciler):
-        original = getattr(target, name, None)
-        if original is None:
-            missing.append(name)
-            continue
-        setattr(target, name, watch.wrap(label, original))
-        if isinstance(target, types.ModuleType):  # a module: put the function back
-            restore.append(functools.partial(setattr, target, name, original))
-        else:  # an instance: drop the instance attribute, the class method shows again
-            restore.append(functools.partial(delattr, target, name))
-    try:
-        yield missing
-    finally:
-        for undo in reversed(restore):
-            undo()
+    return watch.instrument(_targets(reconciler))
 
 
 def prepare(base: Path, hosts: int) -> DesiredRepo:
@@ -177,15 +130,6 @@ def new_reconciler(repo: DesiredRepo, state_dir: Path, hosts: int) -> reconcile.
         ]
     )
     return reconciler
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process and of its reaped children (git), user + system."""
-    own, children = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        resource.getrusage(resource.RUSAGE_CHILDREN),
-    )
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def timed_cycle(reconciler: reconcile.Reconciler, watch: Stopwatch) -> dict[str, float]:

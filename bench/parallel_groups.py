@@ -29,9 +29,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import DesiredRepo
+from bench.common import DesiredRepo, cpu_seconds
 from bench.registry import DERIVED, Context, Row, register
-from bench.ssh_rollout import cpu_seconds
 from reconciler import components, reconcile
 from reconciler.demo.fleet import LocalFleet, free_port, served_version, write_inventory
 from reconciler.settings import Settings

@@ -21,22 +21,18 @@ runs the shipped ``deploy-app.yml`` for app ``shop``, each host gated on its ``/
 
 from __future__ import annotations
 
-import functools
 import itertools
 import os
-import resource
 import statistics
 import sys
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from bench.ansible_pull import ansible_playbook, run_playbook
-from bench.common import DesiredRepo, git
+from bench.common import DesiredRepo, Stopwatch, cpu_seconds, git
 from bench.registry import DERIVED, Context, Row, register
 from reconciler import components, content, planning, reconcile, validation
 from reconciler.demo.fleet import served_version
@@ -79,40 +75,6 @@ def env_text(version: str) -> str:
         f"  {GROUP}:\n"
         f'    apps: {{{APP}: "{version}"}}\n'
     )
-
-
-def cpu_seconds() -> float:
-    """User + system CPU of this process and its reaped children (ansible-playbook, git)."""
-    own, children = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        resource.getrusage(resource.RUSAGE_CHILDREN),
-    )
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-class Timer:
-    """Wall time per label of wrapped bound methods (instance attributes, undone on exit)."""
-
-    def __init__(self) -> None:
-        self.totals: dict[str, float] = defaultdict(float)
-
-    @contextmanager
-    def patch(self, target: object, name: str, label: str) -> Iterator[None]:
-        original: Callable[..., Any] = getattr(target, name)
-
-        @functools.wraps(original)
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.totals[label] += time.perf_counter() - start
-
-        setattr(target, name, timed)
-        try:
-            yield
-        finally:
-            delattr(target, name)
 
 
 @dataclass
@@ -188,12 +150,13 @@ def reconciler_rollout(rig: Rig) -> dict[str, float]:
     rig.repo.write(ENV_FILE, env_text(version))
     rig.repo.commit_push(f"shop {version}")
     rig.fleet.drop_connections()
-    reconciler, timer = rig.reconciler, Timer()
-    with (
-        timer.patch(reconciler, "refresh", "refresh"),
-        timer.patch(reconciler.runner, "run", "playbook"),
-        timer.patch(reconciler.checker, "evaluate", "gates"),
-    ):
+    reconciler, watch = rig.reconciler, Stopwatch()
+    targets = [
+        (reconciler, "refresh", "refresh"),
+        (reconciler.runner, "run", "playbook"),
+        (reconciler.checker, "evaluate", "gates"),
+    ]
+    with watch.instrument(targets):
         cpu, start = cpu_seconds(), time.perf_counter()
         result = reconciler.reconcile_once()
         wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
@@ -206,7 +169,7 @@ def reconciler_rollout(rig: Rig) -> dict[str, float]:
     if steps != rig.batches:
         raise RuntimeError(f"reconciler steps {steps} differ from the batches {rig.batches}")
     rig.serving(version)
-    parts = {k: timer.totals[k] for k in ("refresh", "playbook", "gates")}
+    parts = {k: watch.totals[k] for k in ("refresh", "playbook", "gates")}
     return {"wall": wall, "cpu": cpu, **parts, "other": wall - sum(parts.values())}
 
 
