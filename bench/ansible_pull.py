@@ -32,7 +32,7 @@ from pathlib import Path
 from bench import idle_cycle
 from bench.registry import DERIVED, EXTRAPOLATED, Context, Row, register
 from reconciler import content
-from reconciler.demo.fleet import LocalFleet, free_port, write_inventory
+from reconciler.testing.fleet import LocalFleet, free_port, write_inventory
 
 APP, VERSION = "shop", "2.4.1"
 FORKS = 20

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from reconciler.demo.fleet import write_inventory
+from reconciler.testing.fleet import write_inventory
 
 T = TypeVar("T")
 

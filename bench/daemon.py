@@ -24,8 +24,8 @@ from pathlib import Path
 
 from bench.common import wait_until
 from bench.registry import DERIVED, Context, Row, register
-from reconciler.demo.fleet import LocalFleet, free_port, served_version, write_inventory
-from reconciler.state_store import SqliteStateStore
+from reconciler.record.sqlite import SqliteStateStore
+from reconciler.testing.fleet import LocalFleet, free_port, served_version, write_inventory
 
 SECRET = "bench-webhook-secret"  # noqa: S105 - a throwaway test secret
 ENV = """\
@@ -143,8 +143,8 @@ import gc, json, sys, time
 from pathlib import Path
 import psutil
 from bench.idle_cycle import new_reconciler, prepare
-from reconciler import logs
-from reconciler.daemon import Daemon
+from reconciler.support import logs
+from reconciler.service.daemon import Daemon
 
 logs.configure("error", "json")
 base, hosts, total = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])

@@ -25,10 +25,14 @@ from pathlib import Path
 
 from bench.common import DesiredRepo, Stopwatch, cpu_seconds, split_hosts
 from bench.registry import DERIVED, Context, Row, register
-from reconciler import components, inventory, planning, reconcile, validation
-from reconciler.demo.fleet import write_inventory
+from reconciler.desired import loading as validation
+from reconciler.edges.ansible import inventory
+from reconciler.plan import canary as planning
+from reconciler.record.sqlite import DeployedVersion
+from reconciler.rollout import reconciler as reconcile
+from reconciler.service import wiring as components
 from reconciler.settings import Settings
-from reconciler.state_store import DeployedVersion
+from reconciler.testing.fleet import write_inventory
 
 SIZES = (100, 1_000, 10_000)
 APPS = {

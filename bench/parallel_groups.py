@@ -31,9 +31,10 @@ from pathlib import Path
 
 from bench.common import DesiredRepo, cpu_seconds
 from bench.registry import DERIVED, Context, Row, register
-from reconciler import components, reconcile
-from reconciler.demo.fleet import LocalFleet, free_port, served_version, write_inventory
+from reconciler.rollout import reconciler as reconcile
+from reconciler.service import wiring as components
 from reconciler.settings import Settings
+from reconciler.testing.fleet import LocalFleet, free_port, served_version, write_inventory
 
 APP, ENVIRONMENT = "shop", "prod"
 BAKES = (0, 10)  # seconds; quick: (0, 2)

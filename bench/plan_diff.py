@@ -30,8 +30,11 @@ from ruamel.yaml import YAML
 
 from bench.common import DesiredRepo, split_hosts
 from bench.registry import SINGLE, Context, Row, register
-from reconciler import git_source, planning, reconcile, validation
-from reconciler.state_store import DeployedVersion, SqliteStateStore
+from reconciler.desired import loading as validation
+from reconciler.edges.git import reader as git_source
+from reconciler.plan import canary as planning
+from reconciler.record.sqlite import DeployedVersion, SqliteStateStore
+from reconciler.rollout import reconciler as reconcile
 
 HOSTS, APPS, DRIFT_SHARE = 10_000, 20, 0.10
 GROUPS = ("web", "api", "worker", "cache", "batch")

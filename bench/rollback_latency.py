@@ -20,9 +20,11 @@ from pathlib import Path
 
 from bench.common import git
 from bench.registry import Context, Row, register
-from reconciler import components, logs, rollout
-from reconciler.demo.fleet import LocalFleet, free_port, write_inventory
+from reconciler.rollout import group as rollout
+from reconciler.service import wiring as components
 from reconciler.settings import Settings
+from reconciler.support import logs
+from reconciler.testing.fleet import LocalFleet, free_port, write_inventory
 
 ENV = """\
 environment: prod

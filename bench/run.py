@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.registry import BENCHMARKS, MODULES, Benchmark, Context, Row
-from reconciler import logs
+from reconciler.support import logs
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 

@@ -34,13 +34,17 @@ from pathlib import Path
 from bench.ansible_pull import ansible_playbook, run_playbook
 from bench.common import DesiredRepo, Stopwatch, cpu_seconds, git
 from bench.registry import DERIVED, Context, Row, register
-from reconciler import components, content, planning, reconcile, validation
-from reconciler.demo.fleet import served_version
-from reconciler.demo.ssh_fleet import SshFleet, find_sshd
-from reconciler.desired_state import GroupDesired
-from reconciler.health_checks import GateTarget, HealthChecker
-from reconciler.playbook_runner import dump_unsafe_yaml
+from reconciler import content
+from reconciler.desired import loading as validation
+from reconciler.desired.schema import GroupDesired
+from reconciler.edges.ansible.runner import dump_unsafe_yaml
+from reconciler.edges.gates.checker import GateTarget, HealthChecker
+from reconciler.plan import canary as planning
+from reconciler.rollout import reconciler as reconcile
+from reconciler.service import wiring as components
 from reconciler.settings import Settings
+from reconciler.testing.fleet import served_version
+from reconciler.testing.ssh_fleet import SshFleet, find_sshd
 
 APP, ENVIRONMENT, GROUP = "shop", "prod", "web"
 CANARY = (10, 50, 100)

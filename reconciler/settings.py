@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from ruamel.yaml import YAML
 
-from reconciler.desired_state import Duration
+from reconciler.desired.schema import Duration
 
 
 class _Section(BaseModel):

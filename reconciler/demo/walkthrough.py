@@ -25,10 +25,12 @@ from rich.rule import Rule
 from rich.table import Table
 from ruamel.yaml import YAML
 
-from reconciler import cli, content, validation
-from reconciler.demo.fleet import LocalFleet, port_in_use, served_version
-from reconciler.demo.ssh_fleet import SshFleet
-from reconciler.desired_state import DesiredState, EnvironmentDesired, Host
+from reconciler import content
+from reconciler.cli import app as cli
+from reconciler.desired import loading as validation
+from reconciler.desired.schema import DesiredState, EnvironmentDesired, Host
+from reconciler.testing.fleet import LocalFleet, port_in_use, served_version
+from reconciler.testing.ssh_fleet import SshFleet
 
 EXAMPLE = content.root() / "desired-state-example"
 BUMP = ("production", "web", "shop", "2.5.0")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.demo import testapp
+from reconciler.testing import testapp
 from tests.content.conftest import BIN, REPO_ROOT, Fleet, Host, Run, http_get, make_fleet
 
 pytestmark = pytest.mark.ansible

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from ruamel.yaml import YAML
 
-from reconciler.demo.fleet import free_port, served_version
+from reconciler.testing.fleet import free_port, served_version
 from tests.end_to_end.conftest import RECONCILER, Setup, big_setup, fleet, setup  # noqa: F401
 
 TOKEN = "test-api-token-5f1c"

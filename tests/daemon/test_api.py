@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
+from reconciler.record.sqlite import SqliteStateStore
 from reconciler.settings import Settings
-from reconciler.state_store import SqliteStateStore
 from tests.daemon.conftest import RECONCILER, wait_for
 
 

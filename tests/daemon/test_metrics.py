@@ -8,9 +8,9 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from reconciler.demo.fleet import free_port
+from reconciler.record.sqlite import SqliteStateStore
 from reconciler.settings import Settings
-from reconciler.state_store import SqliteStateStore
+from reconciler.testing.fleet import free_port
 from tests.daemon.conftest import wait_for
 from tests.tools import require_tool
 

@@ -7,9 +7,9 @@ import signal
 
 import psutil
 
-from reconciler.process_tree import RUNS_DIR_ENV
+from reconciler.edges.ansible.process_tree import RUNS_DIR_ENV
+from reconciler.record.sqlite import SqliteStateStore
 from reconciler.settings import Settings
-from reconciler.state_store import SqliteStateStore
 from tests.daemon.conftest import wait_for
 
 V1 = {"web": {"shop": "1.0.0"}, "worker": {"jobs": "3.0.0"}}

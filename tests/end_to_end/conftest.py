@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from reconciler.demo.fleet import LocalFleet, free_port, write_inventory
+from reconciler.testing.fleet import LocalFleet, free_port, write_inventory
 from tests.gitrepo import GitRemote
 
 RECONCILER = str(Path(sys.executable).parent / "reconciler")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from ruamel.yaml import YAML
 
-from reconciler.demo.fleet import served_version
+from reconciler.record.sqlite import SqliteStateStore
 from reconciler.settings import Settings
-from reconciler.state_store import SqliteStateStore
+from reconciler.testing.fleet import served_version
 from tests.end_to_end.conftest import environment_yaml
 
 GATES = """\

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from reconciler.demo.fleet import served_version, write_inventory
+from reconciler.record.sqlite import SqliteStateStore
 from reconciler.settings import Settings
-from reconciler.state_store import SqliteStateStore
+from reconciler.testing.fleet import served_version, write_inventory
 
 V1 = {"web": {"shop": "1.0.0"}, "worker": {"jobs": "3.0.0"}}
 V2 = {"web": {"shop": "1.1.0"}, "worker": {"jobs": "3.0.0"}}
@@ -63,7 +63,7 @@ def test_bump_converges_every_host_and_second_sync_is_a_no_op(setup):
 def test_failed_and_unreachable_hosts_are_not_recorded(setup, tmp_path):
     broken = tmp_path / "broken-artifacts"
     broken.mkdir()
-    from reconciler.demo import testapp
+    from reconciler.testing import testapp
 
     testapp.build_artifact(broken, "shop", "1.0.0", "crash")
     # web-02 gets a crashing artifact; web-03 is reached over SSH on a closed port

@@ -6,13 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.desired_edits import (
+from reconciler.desired.edits import (
     EditError,
     group_versions,
     only_group_versions_changed,
     set_group_versions,
 )
-from reconciler.desired_state import VERSION_RE
+from reconciler.desired.schema import VERSION_RE
 from tests.conftest import EXAMPLE
 
 DOC = """\

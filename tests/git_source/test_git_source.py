@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from reconciler.git_source import GitSource, SourceError, UnsafeTreeError, redact
+from reconciler.edges.git.reader import GitSource, SourceError, UnsafeTreeError, redact
 
 
 def test_clone_then_fetch_follows_the_branch(git_remote, tmp_path):

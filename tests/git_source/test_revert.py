@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from reconciler.desired_edits import group_versions
-from reconciler.git_source import GitSource
-from reconciler.revert_commits import RevertRequest, operator_rollback_message, revert_message
+from reconciler.desired.edits import group_versions
+from reconciler.desired.messages import RevertRequest, operator_rollback_message, revert_message
+from reconciler.edges.git.reader import GitSource
 from tests.gitrepo import GitRemote
 
 ENV_FILE = "environments/production.yaml"

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.demo import testapp
-from reconciler.desired_state import HealthCheck, Host
-from reconciler.health_checks import GateTarget
+from reconciler.desired.schema import HealthCheck, Host
+from reconciler.edges.gates.checker import GateTarget
+from reconciler.testing import testapp
 from tests.tools import missing_tool
 
 HERE = Path(__file__).resolve().parent

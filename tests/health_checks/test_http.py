@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from reconciler.desired_state import Host
-from reconciler.health_checks import GateTarget, HealthChecker
+from reconciler.desired.schema import Host
+from reconciler.edges.gates.checker import GateTarget, HealthChecker
 
 from .conftest import check, free_port, target
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reconciler.health_checks import HealthChecker
+from reconciler.edges.gates.checker import HealthChecker
 
 from .conftest import PromFleet, check
 

@@ -6,8 +6,8 @@ import socket
 import sys
 import time
 
-from reconciler.desired_state import HealthCheck, Host, HttpGate
-from reconciler.health_checks import GateTarget, HealthChecker
+from reconciler.desired.schema import HealthCheck, Host, HttpGate
+from reconciler.edges.gates.checker import GateTarget, HealthChecker
 
 from .conftest import check, free_port, target
 

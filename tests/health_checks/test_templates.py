@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from reconciler.desired_state import Host
-from reconciler.health_checks import (
+from reconciler.desired.schema import Host
+from reconciler.edges.gates.checker import (
     GateTarget,
     HealthChecker,
     MissingPlaceholder,

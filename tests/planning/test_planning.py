@@ -8,8 +8,8 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler import planning
-from reconciler.desired_state import EnvironmentDesired, GroupDesired, Host, Rollout
+from reconciler.desired.schema import EnvironmentDesired, GroupDesired, Host, Rollout
+from reconciler.plan import canary as planning
 
 
 def group(name: str, hosts: list[str], apps: dict[str, str], canary=(100,), after=()):

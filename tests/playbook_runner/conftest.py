@@ -14,8 +14,8 @@ from typing import Any
 import psutil
 import pytest
 
-from reconciler.playbook_runner import PlaybookRunner
-from reconciler.process_tree import RUN_IDENT_ENV
+from reconciler.edges.ansible.process_tree import RUN_IDENT_ENV
+from reconciler.edges.ansible.runner import PlaybookRunner
 
 PLAYBOOKS = Path(__file__).parent / "playbooks"
 

@@ -10,7 +10,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.playbook_runner import (
+from reconciler.edges.ansible.runner import (
     HostResult,
     HostStatus,
     PlaybookRun,

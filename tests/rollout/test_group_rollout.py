@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import planning, rollout
-from reconciler.desired_state import (
+from reconciler.desired.schema import (
     EnvironmentDesired,
     GroupDesired,
     HealthCheck,
@@ -20,10 +19,12 @@ from reconciler.desired_state import (
     HttpGate,
     Rollout,
 )
-from reconciler.health_checks import GateResult
-from reconciler.playbook_runner import HostResult, HostStatus, RunResult
+from reconciler.edges.ansible.runner import HostResult, HostStatus, RunResult
+from reconciler.edges.gates.checker import GateResult
+from reconciler.plan import canary as planning
+from reconciler.record.sqlite import SqliteStateStore
+from reconciler.rollout import group as rollout
 from reconciler.settings import ExecutionSettings
-from reconciler.state_store import SqliteStateStore
 
 HOSTS = [f"web-{i:02d}" for i in range(1, 11)]
 

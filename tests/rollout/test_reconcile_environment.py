@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import reconcile
-from reconciler.desired_state import (
+from reconciler.desired.schema import (
     DesiredState,
     EnvironmentDesired,
     GroupDesired,
@@ -20,9 +19,10 @@ from reconciler.desired_state import (
     MaintenanceWindow,
     Rollout,
 )
-from reconciler.git_source import CommitInfo
+from reconciler.edges.git.reader import CommitInfo
+from reconciler.record.sqlite import DeployedVersion, RolloutRecord, RunRecord, StepRecord
+from reconciler.rollout import reconciler as reconcile
 from reconciler.settings import Settings
-from reconciler.state_store import DeployedVersion, RolloutRecord, RunRecord, StepRecord
 from tests.rollout.test_group_rollout import FakeChecker, FakeRunner, store  # noqa: F401
 
 # 2026-11-24 (a Tuesday) 12:00 UTC
@@ -147,7 +147,7 @@ def test_the_bound_and_after_are_respected(store, tmp_path):  # noqa: F811
 
     serial = BarrierRunner(parties=2)
     serial.barrier = threading.Barrier(2, timeout=0.2)
-    from reconciler.state_store import SqliteStateStore
+    from reconciler.record.sqlite import SqliteStateStore
 
     other = SqliteStateStore(tmp_path / "serial.db")
     run_env(reconciler(other, serial, parallel_groups=1), snapshot(*groups[:2]))

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from reconciler.demo.fleet import LocalFleet, served_version
-from reconciler.demo.ssh_fleet import SshFleet, find_sshd
+from reconciler.testing.fleet import LocalFleet, served_version
+from reconciler.testing.ssh_fleet import SshFleet, find_sshd
 from tests.end_to_end.conftest import Setup
 from tests.gitrepo import GitRemote
 from tests.tools import missing_tool

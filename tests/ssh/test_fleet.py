@@ -9,9 +9,9 @@ import psutil
 import pytest
 
 from reconciler import content
-from reconciler.demo.fleet import served_version
-from reconciler.demo.ssh_fleet import SshFleet
-from reconciler.playbook_runner import HostStatus, PlaybookRun, PlaybookRunner
+from reconciler.edges.ansible.runner import HostStatus, PlaybookRun, PlaybookRunner
+from reconciler.testing.fleet import served_version
+from reconciler.testing.ssh_fleet import SshFleet
 
 pytestmark = pytest.mark.ssh
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import planning
-from reconciler.demo.fleet import served_version
+from reconciler.plan import canary as planning
+from reconciler.record.sqlite import RolloutRecord, SqliteStateStore
 from reconciler.settings import Settings
-from reconciler.state_store import RolloutRecord, SqliteStateStore
+from reconciler.testing.fleet import served_version
 from tests.end_to_end.conftest import RECONCILER, Setup
 from tests.ssh.conftest import WEB, commit, new_version, ssh_fleet
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from reconciler.state_store import (
+from reconciler.record.sqlite import (
     DeployedVersion,
     RolloutRecord,
     RunRecord,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import systemd_notify
+from reconciler.service import systemd_notify
 
 # Guard against a hang if nothing arrives; never part of an assertion.
 _RECV_GUARD_S = 10.0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.git_source import FETCH_TIMEOUT_S
+from reconciler.edges.git.reader import FETCH_TIMEOUT_S
 from reconciler.settings import Settings
 from tests.tools import require_tool
 

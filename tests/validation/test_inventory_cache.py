@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reconciler import inventory
+from reconciler.edges.ansible import inventory
 
 INI = "[web]\nweb-01 ansible_host=10.0.0.1\nweb-02\n"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import validation
+from reconciler.desired import loading as validation
 
 INVENTORY = """\
 [web]

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from reconciler.webhooks import verify_and_parse
+from reconciler.edges.webhooks import verify_and_parse
 
 PUSH = json.dumps({"ref": "refs/heads/main", "after": "a" * 40}).encode()
 

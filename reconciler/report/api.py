@@ -24,10 +24,13 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from reconciler import __version__, git_source, planning, webhooks
-from reconciler.daemon import Daemon
-from reconciler.metrics import CONTENT_TYPE
-from reconciler.reconcile import (
+from reconciler import __version__
+from reconciler.edges import webhooks
+from reconciler.edges.git import reader as git_source
+from reconciler.plan import canary as planning
+from reconciler.record.sqlite import RolloutRecord, StepRecord
+from reconciler.report.metrics import CONTENT_TYPE
+from reconciler.rollout.reconciler import (
     META_LAST_FETCH,
     META_LAST_INVALID,
     META_LAST_VALID,
@@ -36,8 +39,8 @@ from reconciler.reconcile import (
     EnvironmentOutcome,
     recorded_versions,
 )
+from reconciler.service.daemon import Daemon
 from reconciler.settings import Settings, read_secret
-from reconciler.state_store import RolloutRecord, StepRecord
 
 log = structlog.get_logger(__name__)
 

@@ -20,14 +20,15 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
-from reconciler import content, inventory
-from reconciler.desired_state import (
+from reconciler import content
+from reconciler.desired.schema import (
     DesiredState,
     EnvironmentDesired,
     EnvironmentFile,
     GroupDesired,
     Rollout,
 )
+from reconciler.edges.ansible import inventory
 
 ENVIRONMENTS_DIR = "environments"
 

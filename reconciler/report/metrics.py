@@ -17,10 +17,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from reconciler import __version__, planning
-from reconciler.health_checks import GateResult
-from reconciler.playbook_runner import RunResult
-from reconciler.reconcile import (
+from reconciler import __version__
+from reconciler.edges.ansible.runner import RunResult
+from reconciler.edges.gates.checker import GateResult
+from reconciler.plan import canary as planning
+from reconciler.record.sqlite import RolloutRecord, StateStore
+from reconciler.rollout.reconciler import (
     META_LAST_FETCH,
     META_LAST_SUCCESS,
     META_PROBLEMS,
@@ -29,7 +31,6 @@ from reconciler.reconcile import (
     EnvironmentOutcome,
     recorded_versions,
 )
-from reconciler.state_store import RolloutRecord, StateStore
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ROLLOUT_RESULTS = ("succeeded", "rolled_back", "failed", "superseded", "interrupted")

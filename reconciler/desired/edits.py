@@ -32,7 +32,7 @@ from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScalarString
 
-from reconciler.desired_state import VERSION_RE
+from reconciler.desired.schema import VERSION_RE
 
 # Characters that end a plain scalar token of a version (versions never contain them).
 _PLAIN_TOKEN = re.compile(r"[^\s,\[\]{}#\"']+")

@@ -16,8 +16,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from reconciler import logs, planning, validation
+from reconciler.desired import loading as validation
+from reconciler.plan import canary as planning
 from reconciler.settings import Settings
+from reconciler.support import logs
 
 app = typer.Typer(
     name="reconciler",
@@ -71,7 +73,7 @@ def _settings() -> Settings:
 
 
 def _components(settings: Settings):  # type: ignore[no-untyped-def]
-    from reconciler import components
+    from reconciler.service import wiring as components
 
     if not settings.source.url:
         errors.print(
@@ -95,7 +97,7 @@ def _reconciler(config: Path | None):  # type: ignore[no-untyped-def]
 
 def _store(config: Path | None):  # type: ignore[no-untyped-def]
     """The state store named by the configuration (no Git, no Ansible needed)."""
-    from reconciler import state_store
+    from reconciler.record import sqlite as state_store
 
     _use_config(config)
     return state_store.SqliteStateStore(_settings().database_path)
@@ -152,7 +154,7 @@ def diff(
     env: EnvOption = None,
 ) -> None:
     """Desired (Git) vs recorded (deployed) versions; exit 1 when anything drifted."""
-    from reconciler import reconcile
+    from reconciler.rollout import reconciler as reconcile
 
     reconciler = _reconciler(config)
     snapshot = _desired(reconciler)
@@ -190,7 +192,7 @@ def diff(
 @app.command()
 def plan(config: ConfigOption = None, env: EnvOption = None) -> None:
     """Show what a sync would do: per group, the canary steps and their hosts."""
-    from reconciler import reconcile
+    from reconciler.rollout import reconciler as reconcile
 
     reconciler = _reconciler(config)
     snapshot = _desired(reconciler)
@@ -264,7 +266,7 @@ class _ProgressReporter:
 
 def _daemon(config: Path | None):  # type: ignore[no-untyped-def]
     """A client of the running daemon, or None (then commands use the state store)."""
-    from reconciler.api_client import DaemonClient
+    from reconciler.report.client import DaemonClient
 
     _use_config(config)
     settings = _settings()
@@ -276,7 +278,7 @@ def _daemon(config: Path | None):  # type: ignore[no-untyped-def]
 
 
 def _daemon_call(call):  # type: ignore[no-untyped-def]
-    from reconciler.api_client import DaemonError
+    from reconciler.report.client import DaemonError
 
     try:
         return call()
@@ -308,7 +310,7 @@ def _sync_through_daemon(client, env: list[str] | None, timeout: float) -> None:
 
 
 def reconcile_ok_results() -> frozenset[str]:
-    from reconciler.reconcile import OK_RESULTS
+    from reconciler.rollout.reconciler import OK_RESULTS
 
     return OK_RESULTS
 
@@ -325,7 +327,7 @@ def sync(
     With a running daemon the reconcile runs there (this waits for it); otherwise here,
     holding the state dir's lock.
     """
-    from reconciler.daemon import AlreadyRunning, StateDirLock
+    from reconciler.service.daemon import AlreadyRunning, StateDirLock
 
     client = _daemon(config)
     if client is not None:
@@ -372,7 +374,7 @@ def _store_status(config: Path | None) -> dict:  # type: ignore[type-arg]
     """The state store's view in the shape of ``GET /api/v1/status``."""
     import json
 
-    from reconciler import reconcile
+    from reconciler.rollout import reconciler as reconcile
 
     store = _store(config)
     problems = json.loads(store.get_meta(reconcile.META_PROBLEMS) or "[]")
@@ -471,7 +473,7 @@ def history(
     steps: Annotated[bool, typer.Option(help="Show each rollout's steps.")] = True,
 ) -> None:
     """Rollouts, newest first, with their steps and outcome."""
-    from reconciler.state_store import RolloutRecord, StepRecord
+    from reconciler.record.sqlite import RolloutRecord, StepRecord
 
     client = _daemon(config)
     if client is not None:
@@ -561,7 +563,8 @@ def rollback(
     """Commit (and push) the group's previous versions; the daemon then converges to them."""
     import getpass
 
-    from reconciler import desired_state, revert_commits
+    from reconciler.desired import messages as revert_commits
+    from reconciler.desired import schema as desired_state
 
     reconciler = _reconciler(config)
     snapshot = _desired(reconciler)
@@ -635,7 +638,8 @@ def run(config: ConfigOption = None) -> None:
 
     Stops on SIGTERM/SIGINT after running playbook steps finish (daemon.shutdown_grace).
     """
-    from reconciler import api, daemon
+    from reconciler.report import api
+    from reconciler.service import daemon
 
     _use_config(config)
     settings = _settings()

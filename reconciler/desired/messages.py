@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from reconciler.desired_edits import EditError, group_versions, only_group_versions_changed
+from reconciler.desired.edits import EditError, group_versions, only_group_versions_changed
 
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 _NEWLINES = re.compile(r"\s*\n\s*")

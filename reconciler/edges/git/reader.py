@@ -47,8 +47,8 @@ from pathlib import Path, PurePosixPath
 
 import git
 
-from reconciler.desired_edits import EditError, group_versions, set_group_versions
-from reconciler.revert_commits import RevertRequest, revert_message, true_revert_possible
+from reconciler.desired.edits import EditError, group_versions, set_group_versions
+from reconciler.desired.messages import RevertRequest, revert_message, true_revert_possible
 
 _USERINFO = re.compile(r"(?<=://)[^/@]+@")
 

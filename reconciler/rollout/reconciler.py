@@ -27,18 +27,21 @@ from pathlib import Path
 
 import structlog
 
-from reconciler import git_source, planning, rollout, validation
-from reconciler.desired_state import (
+from reconciler.desired import loading as validation
+from reconciler.desired.schema import (
     DesiredState,
     EnvironmentDesired,
     GroupDesired,
     next_window,
     windows_open,
 )
-from reconciler.health_checks import HealthChecker
-from reconciler.playbook_runner import PlaybookRunner
+from reconciler.edges.ansible.runner import PlaybookRunner
+from reconciler.edges.gates.checker import HealthChecker
+from reconciler.edges.git import reader as git_source
+from reconciler.plan import canary as planning
+from reconciler.record.sqlite import QuarantineRecord, RolloutRecord, RunRecord, StateStore
+from reconciler.rollout import group as rollout
 from reconciler.settings import Settings
-from reconciler.state_store import QuarantineRecord, RolloutRecord, RunRecord, StateStore
 
 log = structlog.get_logger(__name__)
 

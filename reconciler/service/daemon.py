@@ -35,10 +35,12 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from reconciler import process_tree, rollout, systemd_notify
-from reconciler.desired_state import EnvironmentDesired
-from reconciler.metrics import Metrics
-from reconciler.reconcile import DesiredSnapshot, EnvironmentOutcome, Reconciler
+from reconciler.desired.schema import EnvironmentDesired
+from reconciler.edges.ansible import process_tree
+from reconciler.report.metrics import Metrics
+from reconciler.rollout import group as rollout
+from reconciler.rollout.reconciler import DesiredSnapshot, EnvironmentOutcome, Reconciler
+from reconciler.service import systemd_notify
 from reconciler.settings import Settings
 
 log = structlog.get_logger(__name__)

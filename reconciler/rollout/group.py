@@ -33,18 +33,19 @@ from typing import Protocol
 
 import structlog
 
-from reconciler import content, planning
-from reconciler.desired_state import EnvironmentDesired, GroupDesired, Host
-from reconciler.health_checks import GateResult, GateTarget, HealthChecker
-from reconciler.playbook_runner import PlaybookRun, PlaybookRunner, RunResult
-from reconciler.settings import ExecutionSettings
-from reconciler.state_store import (
+from reconciler import content
+from reconciler.desired.schema import EnvironmentDesired, GroupDesired, Host
+from reconciler.edges.ansible.runner import PlaybookRun, PlaybookRunner, RunResult
+from reconciler.edges.gates.checker import GateResult, GateTarget, HealthChecker
+from reconciler.plan import canary as planning
+from reconciler.record.sqlite import (
     DeployedVersion,
     QuarantineRecord,
     RolloutRecord,
     StateStore,
     StepRecord,
 )
+from reconciler.settings import ExecutionSettings
 
 log = structlog.get_logger(__name__)
 

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from reconciler import git_source, playbook_runner, reconcile, revert_commits, state_store
-from reconciler.desired_state import EnvironmentDesired, GroupDesired
-from reconciler.health_checks import HealthChecker
+from reconciler.desired import messages as revert_commits
+from reconciler.desired.schema import EnvironmentDesired, GroupDesired
+from reconciler.edges.ansible import runner as playbook_runner
+from reconciler.edges.gates.checker import HealthChecker
+from reconciler.edges.git import reader as git_source
+from reconciler.record import sqlite as state_store
+from reconciler.rollout import reconciler as reconcile
 from reconciler.settings import Settings
 
 

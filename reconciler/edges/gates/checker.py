@@ -68,7 +68,7 @@ from typing import Any
 
 import structlog
 
-from reconciler.desired_state import (
+from reconciler.desired.schema import (
     CommandGate,
     HealthCheck,
     Host,

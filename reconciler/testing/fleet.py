@@ -108,7 +108,7 @@ class LocalFleet:
         }
 
     def build(self, app: str, version: str, behaviour: str = "ok") -> Path:
-        from reconciler.demo import testapp
+        from reconciler.testing import testapp
 
         return testapp.build_artifact(self.artifacts_dir, app, version, behaviour)
 

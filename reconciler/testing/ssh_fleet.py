@@ -32,7 +32,7 @@ from types import TracebackType
 import psutil
 from ruamel.yaml import YAML
 
-from reconciler.demo.fleet import LocalFleet, free_port, port_in_use
+from reconciler.testing.fleet import LocalFleet, free_port, port_in_use
 
 __all__ = ["SSHD", "SshFleet", "SshHost", "find_sshd"]
 

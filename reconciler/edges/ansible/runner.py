@@ -61,7 +61,7 @@ from typing import Any
 import ansible_runner
 import yaml
 
-from reconciler import process_tree
+from reconciler.edges.ansible import process_tree
 
 __all__ = ["HostResult", "HostStatus", "PlaybookRun", "PlaybookRunner", "RunResult"]
 
