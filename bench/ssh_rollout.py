@@ -36,7 +36,7 @@ from bench.common import DesiredRepo, Stopwatch, cpu_seconds, git
 from bench.registry import DERIVED, Context, Row, register
 from reconciler import content
 from reconciler.desired import loading as validation
-from reconciler.desired.schema import GroupDesired
+from reconciler.desired.model import GroupDesired
 from reconciler.edges.ansible.runner import dump_unsafe_yaml
 from reconciler.edges.gates.checker import GateTarget, HealthChecker
 from reconciler.plan import canary as planning

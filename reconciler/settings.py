@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from ruamel.yaml import YAML
 
-from reconciler.desired.schema import Duration
+from reconciler.support.durations import Duration
 
 
 class _Section(BaseModel):

@@ -28,7 +28,7 @@ from ruamel.yaml import YAML
 from reconciler import content
 from reconciler.cli import app as cli
 from reconciler.desired import loading as validation
-from reconciler.desired.schema import DesiredState, EnvironmentDesired, Host
+from reconciler.desired.model import DesiredState, EnvironmentDesired, Host
 from reconciler.testing.fleet import LocalFleet, port_in_use, served_version
 from reconciler.testing.ssh_fleet import SshFleet
 

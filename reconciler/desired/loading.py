@@ -21,13 +21,8 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from reconciler import content
-from reconciler.desired.schema import (
-    DesiredState,
-    EnvironmentDesired,
-    EnvironmentFile,
-    GroupDesired,
-    Rollout,
-)
+from reconciler.desired.model import DesiredState, EnvironmentDesired, GroupDesired, Rollout
+from reconciler.desired.schema import EnvironmentFile
 from reconciler.edges.ansible import inventory
 
 ENVIRONMENTS_DIR = "environments"

@@ -1,25 +1,19 @@
-"""Desired-state format v1: the schema of ``environments/<env>.yaml`` and its resolved form.
+"""Desired-state format v1: the schema of ``environments/<env>.yaml`` exactly as written.
 
-Two layers live here, both pure data:
-
-* ``EnvironmentFile`` and friends: pydantic models of one environment file exactly as written
-  (unknown keys are errors, every value that can reach Ansible is checked against a strict
-  pattern). ``reconciler.validation`` turns their errors into ``file:line: message``.
-* ``EnvironmentDesired``/``GroupDesired``/``DesiredState``: frozen dataclasses after defaults are
-  merged and inventory groups are resolved to hosts. The planning core consumes only these.
+Pydantic models, pure data: unknown keys are errors, and every value that can reach Ansible is
+checked against a strict pattern. ``desired.loading`` turns their errors into
+``file:line: message`` and resolves them into ``desired.model``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Any
 
-from apscheduler.triggers.cron import CronTrigger
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from reconciler.desired import windows
+from reconciler.support.durations import Duration
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$")
 APP_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -28,8 +22,6 @@ ENVIRONMENT_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 HOST_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,252}$")
 # Characters that would be templated by Ansible (Jinja) or interpreted by a shell.
 UNSAFE_CHARS_RE = re.compile(r"[{}%$`;|&<>\\'\"\s*?!]")
-_NUMBER = r"(\d+(?:\.\d+)?)"
-_DURATION_RE = re.compile(rf"^(?:{_NUMBER}h)?(?:{_NUMBER}m(?!s))?(?:{_NUMBER}s)?(?:(\d+)ms)?$")
 
 
 def _pattern(regex: re.Pattern[str], what: str, hint: str) -> Any:
@@ -52,25 +44,6 @@ GroupName = Annotated[
     str,
     _pattern(GROUP_RE, "group name", "inventory group names must match ^[A-Za-z_][A-Za-z0-9_]*$"),
 ]
-
-
-def parse_duration(value: Any) -> float:
-    """Parse ``30s``, ``0.5s``, ``5m``, ``1h30m``, ``250ms`` or a bare number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError("duration must be like 30s, 5m, 1h30m or a number of seconds")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("duration must not be negative")
-        return float(value)
-    if isinstance(value, str):
-        match = _DURATION_RE.fullmatch(value.strip())
-        if match and any(match.groups()):
-            hours, minutes, seconds, millis = (float(g or 0) for g in match.groups())
-            return hours * 3600 + minutes * 60 + seconds + millis / 1000
-    raise ValueError(f"duration {value!r} must be like 30s, 5m, 1h30m or a number of seconds")
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 def _relative_path(value: str) -> str:
@@ -191,7 +164,8 @@ class HealthCheck(_Strict):
 
 class MaintenanceWindow(_Strict):
     """Changes are applied only while a window is open: it opens at each ``cron`` fire time
-    (standard 5-field crontab, in ``timezone``) and stays open for ``duration``."""
+    (standard 5-field crontab, in ``timezone``) and stays open for ``duration``
+    (see ``desired.windows``)."""
 
     cron: str = Field(description="When the window opens, e.g. '0 2 * * 1-5'.")
     duration: Duration = Field(description="How long it stays open, e.g. 2h.")
@@ -199,39 +173,8 @@ class MaintenanceWindow(_Strict):
 
     @model_validator(mode="after")
     def _valid(self) -> MaintenanceWindow:
-        try:
-            ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown timezone {self.timezone!r}") from exc
-        try:
-            CronTrigger.from_crontab(self.cron, timezone=ZoneInfo(self.timezone))
-        except ValueError as exc:
-            raise ValueError(f"invalid cron expression {self.cron!r}: {exc}") from exc
-        if self.duration <= 0:
-            raise ValueError("a maintenance window needs a positive duration")
+        windows.check(self.cron, self.timezone, self.duration)
         return self
-
-    def _trigger(self) -> CronTrigger:
-        return CronTrigger.from_crontab(self.cron, timezone=ZoneInfo(self.timezone))
-
-    def is_open(self, now: datetime) -> bool:
-        """True when a window opened at most ``duration`` before ``now`` (aware datetime)."""
-        since = now - timedelta(seconds=self.duration)
-        opened = self._trigger().get_next_fire_time(None, since)
-        return opened is not None and opened <= now
-
-    def next_open(self, now: datetime) -> datetime | None:
-        return self._trigger().get_next_fire_time(None, now)
-
-
-def windows_open(windows: Sequence[MaintenanceWindow], now: datetime) -> bool:
-    """No windows means always open; otherwise any open window allows changes."""
-    return not windows or any(w.is_open(now) for w in windows)
-
-
-def next_window(windows: Sequence[MaintenanceWindow], now: datetime) -> datetime | None:
-    starts = [s for w in windows if (s := w.next_open(now)) is not None]
-    return min(starts) if starts else None
 
 
 class Defaults(_Strict):
@@ -264,60 +207,3 @@ class EnvironmentFile(_Strict):
     inventory: RepoPath
     defaults: Defaults = Defaults()
     groups: dict[GroupName, GroupSpec] = Field(min_length=1)
-
-
-# ---------------------------------------------------------------- resolved form
-
-
-@dataclass(frozen=True)
-class Rollout:
-    canary: tuple[int, ...] = (100,)
-    bake_s: float = 0.0
-    max_failed_hosts: int | str = 0
-
-    def tolerated_failures(self, step_hosts: int) -> int:
-        """How many failed hosts a step of ``step_hosts`` hosts tolerates."""
-        if isinstance(self.max_failed_hosts, int):
-            return self.max_failed_hosts
-        return int(step_hosts * int(self.max_failed_hosts.rstrip("%")) / 100)
-
-
-@dataclass(frozen=True)
-class Host:
-    name: str
-    address: str
-    ports: Mapping[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class GroupDesired:
-    name: str
-    apps: Mapping[str, str]
-    hosts: tuple[Host, ...]
-    after: tuple[str, ...]
-    playbook: str
-    rollout: Rollout
-    health: tuple[HealthCheck, ...]
-    timeout_s: float
-    maintenance_windows: tuple[MaintenanceWindow, ...] = ()
-
-    @property
-    def host_names(self) -> tuple[str, ...]:
-        return tuple(h.name for h in self.hosts)
-
-
-@dataclass(frozen=True)
-class EnvironmentDesired:
-    name: str
-    source_file: str
-    inventory: str
-    groups: Mapping[str, GroupDesired]  # in dependency (``after``) order
-
-
-@dataclass(frozen=True)
-class DesiredState:
-    environments: Mapping[str, EnvironmentDesired]
-    commit: str | None = None
-
-
-PlaybookSource = Literal["shipped", "repo"]

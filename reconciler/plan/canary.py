@@ -16,7 +16,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from reconciler.desired.schema import EnvironmentDesired, GroupDesired
+from reconciler.desired.model import EnvironmentDesired, GroupDesired
 
 Recorded = Mapping[tuple[str, str], str]
 

@@ -34,7 +34,7 @@ from typing import Protocol
 import structlog
 
 from reconciler import content
-from reconciler.desired.schema import EnvironmentDesired, GroupDesired, Host
+from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host
 from reconciler.edges.ansible.runner import PlaybookRun, PlaybookRunner, RunResult
 from reconciler.edges.gates.checker import GateResult, GateTarget, HealthChecker
 from reconciler.plan import canary as planning

@@ -28,13 +28,8 @@ from pathlib import Path
 import structlog
 
 from reconciler.desired import loading as validation
-from reconciler.desired.schema import (
-    DesiredState,
-    EnvironmentDesired,
-    GroupDesired,
-    next_window,
-    windows_open,
-)
+from reconciler.desired.model import DesiredState, EnvironmentDesired, GroupDesired
+from reconciler.desired.windows import next_window, windows_open
 from reconciler.edges.ansible.runner import PlaybookRunner
 from reconciler.edges.gates.checker import HealthChecker
 from reconciler.edges.git import reader as git_source

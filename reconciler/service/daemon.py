@@ -35,7 +35,7 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from reconciler.desired.schema import EnvironmentDesired
+from reconciler.desired.model import EnvironmentDesired
 from reconciler.edges.ansible import process_tree
 from reconciler.report.metrics import Metrics
 from reconciler.rollout import group as rollout

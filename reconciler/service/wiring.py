@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from reconciler.desired import messages as revert_commits
-from reconciler.desired.schema import EnvironmentDesired, GroupDesired
+from reconciler.desired.model import EnvironmentDesired, GroupDesired
 from reconciler.edges.ansible import runner as playbook_runner
 from reconciler.edges.gates.checker import HealthChecker
 from reconciler.edges.git import reader as git_source

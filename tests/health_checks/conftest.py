@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.desired.schema import HealthCheck, Host
+from reconciler.desired.model import Host
+from reconciler.desired.schema import HealthCheck
 from reconciler.edges.gates.checker import GateTarget
 from reconciler.testing import testapp
 from tests.tools import missing_tool

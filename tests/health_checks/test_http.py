@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from reconciler.desired.schema import Host
+from reconciler.desired.model import Host
 from reconciler.edges.gates.checker import GateTarget, HealthChecker
 
 from .conftest import check, free_port, target

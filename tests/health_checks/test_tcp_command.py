@@ -6,7 +6,8 @@ import socket
 import sys
 import time
 
-from reconciler.desired.schema import HealthCheck, Host, HttpGate
+from reconciler.desired.model import Host
+from reconciler.desired.schema import HealthCheck, HttpGate
 from reconciler.edges.gates.checker import GateTarget, HealthChecker
 
 from .conftest import check, free_port, target

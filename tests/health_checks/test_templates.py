@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from reconciler.desired.schema import Host
+from reconciler.desired.model import Host
 from reconciler.edges.gates.checker import (
     GateTarget,
     HealthChecker,

@@ -8,7 +8,7 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.desired.schema import EnvironmentDesired, GroupDesired, Host, Rollout
+from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host, Rollout
 from reconciler.plan import canary as planning
 
 

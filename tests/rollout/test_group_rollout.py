@@ -11,14 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.desired.schema import (
-    EnvironmentDesired,
-    GroupDesired,
-    HealthCheck,
-    Host,
-    HttpGate,
-    Rollout,
-)
+from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host, Rollout
+from reconciler.desired.schema import HealthCheck, HttpGate
 from reconciler.edges.ansible.runner import HostResult, HostStatus, RunResult
 from reconciler.edges.gates.checker import GateResult
 from reconciler.plan import canary as planning

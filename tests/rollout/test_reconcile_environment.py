@@ -11,14 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.desired.schema import (
-    DesiredState,
-    EnvironmentDesired,
-    GroupDesired,
-    Host,
-    MaintenanceWindow,
-    Rollout,
-)
+from reconciler.desired.model import DesiredState, EnvironmentDesired, GroupDesired, Host, Rollout
+from reconciler.desired.schema import MaintenanceWindow
 from reconciler.edges.git.reader import CommitInfo
 from reconciler.record.sqlite import DeployedVersion, RolloutRecord, RunRecord, StepRecord
 from reconciler.rollout import reconciler as reconcile

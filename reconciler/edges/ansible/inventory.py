@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.desired.schema import Host
+from reconciler.desired.model import Host
 
 
 class InventoryError(Exception):

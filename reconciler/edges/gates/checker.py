@@ -68,14 +68,8 @@ from typing import Any
 
 import structlog
 
-from reconciler.desired.schema import (
-    CommandGate,
-    HealthCheck,
-    Host,
-    HttpGate,
-    PrometheusGate,
-    TcpGate,
-)
+from reconciler.desired.model import Host
+from reconciler.desired.schema import CommandGate, HealthCheck, HttpGate, PrometheusGate, TcpGate
 
 __all__ = [
     "PLACEHOLDERS",

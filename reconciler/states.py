@@ -1,0 +1,178 @@
+"""Every state and outcome reconciler names, as ``StrEnum``s shared by all layers.
+
+Pure data: the store writes these values, the API and the CLI show them, metrics use them as
+label values and the planning core decides them. A value is its own text (``str(x) == x``), so
+rows written by earlier versions read back unchanged.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = [
+    "Attempt",
+    "ChangeKind",
+    "EnvironmentResult",
+    "GateVerdict",
+    "GroupState",
+    "HostStatus",
+    "Phase",
+    "PushStatus",
+    "RolloutState",
+    "RunOutcome",
+    "StepState",
+    "StopReason",
+    "WebhookResult",
+]
+
+
+class HostStatus(StrEnum):
+    """One host in one playbook run, read from the play recap (never from rc alone)."""
+
+    OK = "ok"
+    FAILED = "failed"
+    UNREACHABLE = "unreachable"
+    NOT_RUN = "not_run"
+
+
+class RunOutcome(StrEnum):
+    """One playbook run as a whole."""
+
+    SUCCESSFUL = "successful"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELED = "canceled"
+    ERROR = "error"
+
+
+class Phase(StrEnum):
+    """What a journalled step does: roll forward or put hosts back."""
+
+    DEPLOY = "deploy"
+    ROLLBACK = "rollback"
+
+
+class StepState(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+class RolloutState(StrEnum):
+    """A journalled rollout of one group. Every rollout ends in a terminal state."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    DEGRADED = "degraded"  # succeeded with host failures within max_failed_hosts
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"  # the rollback itself failed, or the engine raised
+    SUPERSEDED = "superseded"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def terminal(self) -> bool:
+        return self is not RolloutState.RUNNING
+
+
+class GroupState(StrEnum):
+    """One group in one environment reconcile."""
+
+    IN_SYNC = "in_sync"
+    SUCCEEDED = "succeeded"
+    DEGRADED = "degraded"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+    WAITING = "waiting"  # a group it follows did not succeed (or a stop came first)
+    SUSPENDED = "suspended"
+    QUARANTINED = "quarantined"  # its desired versions failed before: not retried
+    SUPERSEDED = "superseded"
+    INTERRUPTED = "interrupted"
+    OUTSIDE_WINDOW = "outside_window"
+
+
+class EnvironmentResult(StrEnum):
+    """One environment reconcile (also the ``result`` of a run row)."""
+
+    RUNNING = "running"
+    IN_SYNC = "in_sync"
+    APPLIED = "applied"
+    DEGRADED = "degraded"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    SUPERSEDED = "superseded"
+    QUARANTINED = "quarantined"
+    DEFERRED = "deferred"
+    SUSPENDED = "suspended"
+    ERROR = "error"  # the reconcile itself raised
+
+    @property
+    def ok(self) -> bool:
+        """Nothing went wrong: the exit code of ``sync`` is 0 for these."""
+        return self in _OK_RESULTS
+
+
+_OK_RESULTS = frozenset(
+    {
+        EnvironmentResult.IN_SYNC,
+        EnvironmentResult.APPLIED,
+        EnvironmentResult.DEGRADED,
+        EnvironmentResult.DEFERRED,
+        EnvironmentResult.SUSPENDED,
+    }
+)
+
+
+class GateVerdict(StrEnum):
+    """One gate evaluation (a check on a target, after its retries)."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    INCONCLUSIVE = "inconclusive"  # failed closed: the last attempt saw no data
+
+
+class Attempt(StrEnum):
+    """One attempt of a gate evaluation."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    INCONCLUSIVE = "inconclusive"
+    CANCELED = "canceled"
+
+
+class PushStatus(StrEnum):
+    """A write to the tracked branch (revert, operator rollback)."""
+
+    PUSHED = "pushed"
+    NOOP = "noop"  # nothing to change on the tip
+    CONFLICT = "conflict"  # the change no longer applies, or the push stayed rejected
+    DISABLED = "disabled"  # source.push is false: a human must revert
+    ERROR = "error"  # the remote could not be reached or refused
+
+    @property
+    def settled(self) -> bool:
+        """Git tells the truth without a human."""
+        return self in (PushStatus.PUSHED, PushStatus.NOOP)
+
+
+class ChangeKind(StrEnum):
+    REVERT = "revert"  # a true ``git revert`` of the offending commit
+    TARGETED = "targeted"  # only the failed group's versions restored
+    EDIT = "edit"  # an operator's rollback commit
+
+
+class StopReason(StrEnum):
+    """Why a running rollout was asked to stop between steps."""
+
+    SUPERSEDED = "superseded"  # a newer commit changed the environment
+    INTERRUPTED = "interrupted"  # the daemon shuts down
+
+
+class WebhookResult(StrEnum):
+    TRIGGERED = "triggered"
+    IGNORED = "ignored"
+    UNAUTHORIZED = "unauthorized"
+    INVALID = "invalid"
+    DISABLED = "disabled"
+    TOO_LARGE = "too_large"
