@@ -30,11 +30,11 @@ from ruamel.yaml import YAML
 
 from bench.common import DesiredRepo, split_hosts
 from bench.registry import SINGLE, Context, Row, register
-from reconciler.desired import loading as validation
 from reconciler.edges.git import reader as git_source
 from reconciler.plan import canary as planning
 from reconciler.record.sqlite import DeployedVersion, SqliteStateStore
 from reconciler.rollout import reconciler as reconcile
+from reconciler.service import wiring
 
 HOSTS, APPS, DRIFT_SHARE = 10_000, 20, 0.10
 GROUPS = ("web", "api", "worker", "cache", "batch")
@@ -113,7 +113,7 @@ def run(ctx: Context) -> list[Row]:
     sha = repo.commit_push(f"{HOSTS} hosts x {APPS} apps")
 
     start = time.perf_counter()
-    loaded = validation.load_repository(repo.work)
+    loaded = wiring.load_repository(repo.work)
     resolve = time.perf_counter() - start
     if loaded.state is None:
         raise RuntimeError(f"invalid desired state: {loaded.problems[:3]}")

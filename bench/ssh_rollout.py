@@ -35,9 +35,8 @@ from bench.ansible_pull import ansible_playbook, run_playbook
 from bench.common import DesiredRepo, Stopwatch, cpu_seconds, git
 from bench.registry import DERIVED, Context, Row, register
 from reconciler import content
-from reconciler.desired import loading as validation
 from reconciler.desired.model import GroupDesired
-from reconciler.edges.ansible.runner import dump_unsafe_yaml
+from reconciler.edges.ansible.extravars import dump_unsafe_yaml
 from reconciler.edges.gates.checker import GateTarget, HealthChecker
 from reconciler.plan import canary as planning
 from reconciler.rollout import reconciler as reconcile
@@ -125,7 +124,7 @@ def rig(ctx: Context, hosts: int) -> Iterator[Rig]:
             fleet.write_inventory(repo.work / "inventories" / "prod.yml", {GROUP: names})
             repo.write(ENV_FILE, env_text("0.0.0"))
             repo.commit_push("inventory")
-            loaded = validation.load_repository(repo.work)
+            loaded = wiring.load_repository(repo.work)
             if loaded.state is None:
                 raise RuntimeError(f"invalid desired state: {[str(p) for p in loaded.problems]}")
             group = loaded.state.environments[ENVIRONMENT].groups[GROUP]

@@ -13,6 +13,7 @@ __all__ = [
     "Attempt",
     "ChangeKind",
     "EnvironmentResult",
+    "GateCheckpoint",
     "GateVerdict",
     "GroupState",
     "HostStatus",
@@ -130,6 +131,14 @@ class GateVerdict(StrEnum):
     PASSED = "passed"
     FAILED = "failed"
     INCONCLUSIVE = "inconclusive"  # failed closed: the last attempt saw no data
+
+
+class GateCheckpoint(StrEnum):
+    """When gates are checked: right after a step, again after its bake, after a rollback."""
+
+    AFTER_STEP = "after_step"
+    AFTER_BAKE = "after_bake"
+    AFTER_ROLLBACK = "after_rollback"
 
 
 class Attempt(StrEnum):

@@ -15,20 +15,19 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import typer
 from rich.console import Console
 from rich.rule import Rule
 from rich.table import Table
 from ruamel.yaml import YAML
 
 from reconciler import content
-from reconciler.cli import app as cli
-from reconciler.desired import loading as validation
 from reconciler.desired.model import DesiredState, EnvironmentDesired, Host
+from reconciler.service.wiring import load_repository
 from reconciler.testing.fleet import LocalFleet, port_in_use, served_version
 from reconciler.testing.ssh_fleet import SshFleet
 
@@ -51,7 +50,7 @@ def _git(cwd: Path, *args: str) -> str:
 
 
 def _versions(root: Path) -> set[tuple[str, str]]:
-    result = validation.load_repository(root)
+    result = load_repository(root)
     if result.state is None:
         raise RuntimeError(
             "desired-state-example is invalid: " + "; ".join(map(str, result.problems))
@@ -65,7 +64,7 @@ def _versions(root: Path) -> set[tuple[str, str]]:
 
 
 def _hosts_table(console: Console, root: Path, fleet: LocalFleet) -> None:
-    result = validation.load_repository(root)
+    result = load_repository(root)
     assert result.state is not None
     table = Table("environment", "group", "host", "app", "port", "serving (HTTP /healthz)")
     for env in result.state.environments.values():
@@ -85,13 +84,14 @@ def _hosts_table(console: Console, root: Path, fleet: LocalFleet) -> None:
     console.print(table)
 
 
-def _cli(console: Console, title: str, command: object, **kwargs: object) -> int:
-    console.print(Rule(f"[bold]{title}"))
-    try:
-        command(**kwargs)  # type: ignore[operator]
-    except typer.Exit as exit_:
-        return int(exit_.exit_code)
-    return 0
+def _cli(console: Console, config: Path | None, *args: str) -> int:
+    """Run ``reconciler ARGS`` as a user would (a new process); its output goes to ours."""
+    console.print(Rule(f"[bold]reconciler {' '.join(args)}"))
+    argv = [sys.executable, "-m", "reconciler"]
+    if config is not None:
+        argv += ["--config", str(config)]
+    env = {**os.environ, "COLUMNS": str(console.width)}
+    return subprocess.run([*argv, *args], env=env, check=False).returncode
 
 
 def _ssh_fleet(root: Path, state: DesiredState) -> SshFleet:
@@ -125,7 +125,7 @@ def run(workdir: Path | None, keep: bool, console: Console, ssh: bool = False) -
 
     shutil.copytree(EXAMPLE, work)
     versions = _versions(work) | {(BUMP[2], BUMP[3])}
-    result = validation.load_repository(work)
+    result = load_repository(work)
     assert result.state is not None
     fleet: LocalFleet
     if ssh:
@@ -174,11 +174,10 @@ def run(workdir: Path | None, keep: bool, console: Console, ssh: bool = False) -
             f"demo directory: {base}\n  remote: {remote}\n  config: {config}\n"
             f"  fleet:  {fleet.hosts_dir} ({where})"
         )
-        _cli(console, "reconciler validate", cli.validate, path=work)
-        _cli(console, "reconciler diff (nothing deployed yet)", cli.diff, config=config, env=None)
-        failures += _cli(
-            console, "reconciler sync --once", cli.sync, config=config, env=None, once=True
-        )
+        _cli(console, None, "validate", str(work))
+        console.print("(nothing is deployed yet: everything drifts)")
+        _cli(console, config, "diff")
+        failures += _cli(console, config, "sync", "--once")
         _hosts_table(console, work, fleet)
 
         env_file = work / "environments" / f"{BUMP[0]}.yaml"
@@ -187,22 +186,12 @@ def run(workdir: Path | None, keep: bool, console: Console, ssh: bool = False) -
         _git(work, "commit", "--quiet", "-am", f"{BUMP[0]}: bump {BUMP[2]} to {BUMP[3]}")
         _git(work, "push", "--quiet", "origin", "main")
         console.print(Rule(f"[bold]git push: {BUMP[0]}/{BUMP[1]} {BUMP[2]} -> {BUMP[3]}"))
-        _cli(console, "reconciler plan", cli.plan, config=config, env=None)
-        failures += _cli(
-            console, "reconciler sync --once", cli.sync, config=config, env=None, once=True
-        )
+        _cli(console, config, "plan")
+        failures += _cli(console, config, "sync", "--once")
         _hosts_table(console, work, fleet)
-        _cli(console, "reconciler status", cli.status, config=config)
-        _cli(
-            console,
-            "reconciler history",
-            cli.history,
-            config=config,
-            env=None,
-            limit=10,
-            steps=True,
-        )
-        failures += _cli(console, "reconciler diff", cli.diff, config=config, env=None)
+        _cli(console, config, "status")
+        _cli(console, config, "history", "--limit", "10")
+        failures += _cli(console, config, "diff")
     finally:
         if not keep:
             fleet.stop()

@@ -1,6 +1,7 @@
 """Validate a desired-state repository and resolve it into a ``DesiredState``.
 
-Contract: ``load_repository(root)`` reads ``environments/*.yaml`` under ``root`` and returns a
+Contract: ``load_repository(root, inventories=reader)`` reads ``environments/*.yaml`` under
+``root`` (resolving inventories through ``reader``) and returns a
 ``LoadResult``: either a resolved ``DesiredState`` and no problems, or ``state=None`` and every
 ``Problem`` found (``file:line: message``). The repository is all-or-nothing: one invalid file
 rejects the whole commit. Reads files only below ``root``; never follows a path outside it.
@@ -21,9 +22,9 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from reconciler import content
+from reconciler.desired.inventories import Inventory, InventoryError, InventoryReader
 from reconciler.desired.model import DesiredState, EnvironmentDesired, GroupDesired, Rollout
 from reconciler.desired.schema import EnvironmentFile
-from reconciler.edges.ansible import inventory
 
 ENVIRONMENTS_DIR = "environments"
 
@@ -151,7 +152,7 @@ def _yaml() -> YAML:
 
 
 def _check_environment(
-    root: Path, file: str, document: Any, spec: EnvironmentFile
+    root: Path, file: str, document: Any, spec: EnvironmentFile, inventories: InventoryReader
 ) -> tuple[EnvironmentDesired | None, list[Problem]]:
     located = _Located(document)
     problems: list[Problem] = []
@@ -166,7 +167,7 @@ def _check_environment(
         )
 
     inventory_path = _inside(root, spec.inventory)
-    parsed: inventory.Inventory | None = None
+    parsed: Inventory | None = None
     if inventory_path is None:
         problems.append(
             Problem(
@@ -183,8 +184,8 @@ def _check_environment(
         )
     else:
         try:
-            parsed = inventory.load(inventory_path)
-        except inventory.InventoryError as exc:
+            parsed = inventories(inventory_path)
+        except InventoryError as exc:
             detail = str(exc).replace(f"{root.resolve()}/", "")
             problems.append(Problem(file, located.line(("inventory",)), f"inventory: {detail}"))
 
@@ -270,7 +271,7 @@ def _check_playbook(root: Path, playbook: str) -> str | None:
 
 
 def _conflicting_hosts(
-    file: str, located: _Located, spec: EnvironmentFile, parsed: inventory.Inventory
+    file: str, located: _Located, spec: EnvironmentFile, parsed: Inventory
 ) -> list[Problem]:
     """A host in two groups must not be asked to run two versions of one app."""
     seen: dict[tuple[str, str], tuple[str, str]] = {}
@@ -291,7 +292,7 @@ def _conflicting_hosts(
     return problems
 
 
-def _resolve_group(spec: EnvironmentFile, name: str, parsed: inventory.Inventory) -> GroupDesired:
+def _resolve_group(spec: EnvironmentFile, name: str, parsed: Inventory) -> GroupDesired:
     group, defaults = spec.groups[name], spec.defaults
     merged = defaults.rollout.model_dump(exclude_none=True)
     if group.rollout is not None:
@@ -319,7 +320,7 @@ def _resolve_group(spec: EnvironmentFile, name: str, parsed: inventory.Inventory
 
 
 def load_environment_file(
-    root: Path, path: Path
+    root: Path, path: Path, inventories: InventoryReader
 ) -> tuple[EnvironmentDesired | None, list[Problem]]:
     file = path.relative_to(root).as_posix()
     try:
@@ -337,7 +338,7 @@ def load_environment_file(
         spec = EnvironmentFile.model_validate(_plain(document))
     except ValidationError as exc:
         return None, _pydantic_problems(file, document, exc)
-    return _check_environment(root, file, document, spec)
+    return _check_environment(root, file, document, spec, inventories)
 
 
 def _plain(node: Any) -> Any:
@@ -356,7 +357,9 @@ def environment_files(root: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def load_repository(root: Path, commit: str | None = None) -> LoadResult:
+def load_repository(
+    root: Path, *, inventories: InventoryReader, commit: str | None = None
+) -> LoadResult:
     """Validate every environment file below ``root``; all-or-nothing."""
     root = root.resolve()
     files = environment_files(root)
@@ -376,7 +379,7 @@ def load_repository(root: Path, commit: str | None = None) -> LoadResult:
         if _inside(root, file) is None:
             problems.append(Problem(file, 1, "resolves outside the repository"))
             continue
-        environment, found = load_environment_file(root, path)
+        environment, found = load_environment_file(root, path, inventories)
         problems.extend(found)
         if environment is not None:
             environments[environment.name] = environment

@@ -2,7 +2,8 @@
 
 A daemon is used when ``api.url`` is configured or ``state_dir/daemon.json`` names a live one;
 ``DaemonClient.discover`` returns None otherwise (and when it does not answer), and the CLI
-falls back to the state store.
+falls back to the state store. Answers are parsed into the same read models the daemon
+rendered them from (``report.status``, ``report.history``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from reconciler.report.history import Rollout
+from reconciler.report.status import StatusView
 from reconciler.settings import Settings, read_secret
 
 
@@ -62,17 +65,19 @@ class DaemonClient:
             raise DaemonError(f"{method} {path}: {response.status_code} {detail}")
         return response.json()
 
-    def status(self) -> dict[str, Any]:
-        return self._call("GET", "/api/v1/status")
+    def status(self) -> StatusView:
+        return StatusView.model_validate(self._call("GET", "/api/v1/status"))
 
-    def rollouts(self, environment: str | None, limit: int) -> list[dict[str, Any]]:
+    def rollouts(self, environment: str | None, limit: int) -> list[Rollout]:
         params: dict[str, Any] = {"limit": limit}
         if environment:
             params["environment"] = environment
-        return self._call("GET", "/api/v1/rollouts", params=params)
+        return [
+            Rollout.model_validate(r) for r in self._call("GET", "/api/v1/rollouts", params=params)
+        ]
 
-    def rollout(self, rollout_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/api/v1/rollouts/{rollout_id}")
+    def rollout(self, rollout_id: str) -> Rollout:
+        return Rollout.model_validate(self._call("GET", f"/api/v1/rollouts/{rollout_id}"))
 
     def sync(self, environment: str | None, timeout: float) -> dict[str, Any]:
         body = {"environment": environment, "wait": True, "timeout": timeout}

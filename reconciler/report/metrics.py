@@ -1,16 +1,17 @@
 """Prometheus metrics (prometheus-client), names as in the product contract.
 
 Two kinds, one registry per daemon:
-* Gauges are computed at scrape time from the desired state in force and the state store
-  (``StateCollector``), so they always equal what ``status``/``diff`` report.
-* Counters and histograms count events as they happen: playbook runs and gate results through
-  the ``rollout.Reporter`` callbacks, rollouts/reverts/durations after each environment
-  reconcile, webhooks as they arrive. They start at zero with each daemon process.
+* Gauges are rendered at scrape time from the status read model (``report.status.build``), the
+  very object ``GET /api/v1/status`` and ``reconciler status`` show, so they always agree.
+* Counters and histograms count events as they happen, through the ``rollout.ports.Reporter``
+  callbacks (playbook runs, gate results, finished rollouts and reconciles) and webhook
+  deliveries. They start at zero with each daemon process. Rollout results are the
+  ``RolloutState`` values: ``degraded`` (host failures within ``max_failed_hosts``) is its own
+  result, not ``succeeded``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -18,38 +19,56 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from reconciler import __version__
-from reconciler.edges.ansible.runner import RunResult
-from reconciler.edges.gates.checker import GateResult
-from reconciler.plan import canary as planning
-from reconciler.record.sqlite import RolloutRecord, StateStore
-from reconciler.rollout.reconciler import (
-    META_LAST_FETCH,
-    META_LAST_SUCCESS,
-    META_PROBLEMS,
-    META_SOURCE_ERROR,
-    DesiredSnapshot,
-    EnvironmentOutcome,
-    recorded_versions,
-)
+from reconciler.edges.ansible import RunResult
+from reconciler.edges.gates import GateResult
+from reconciler.plan.canary import Step
+from reconciler.plan.outcomes import EnvironmentOutcome, GroupOutcome
+from reconciler.report.status import StatusView
+from reconciler.rollout.ports import SilentReporter
+from reconciler.states import GateCheckpoint, GroupState, Phase
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-ROLLOUT_RESULTS = ("succeeded", "rolled_back", "failed", "superseded", "interrupted")
+
+#: Group outcomes that are the end of a rollout (counted in reconciler_rollouts_total).
+ROLLOUT_RESULTS = frozenset(
+    {
+        GroupState.SUCCEEDED,
+        GroupState.DEGRADED,
+        GroupState.ROLLED_BACK,
+        GroupState.FAILED,
+        GroupState.SUPERSEDED,
+        GroupState.INTERRUPTED,
+    }
+)
 
 
 def _gauge(name: str, doc: str, labels: Sequence[str] = ()) -> GaugeMetricFamily:
     return GaugeMetricFamily(f"reconciler_{name}", doc, labels=list(labels))
 
 
-class StateCollector(Collector):
-    """Gauges derived from the desired state in force and the store, at scrape time."""
+class StatusCollector(Collector):
+    """Gauges rendered from the status read model at scrape time."""
 
-    def __init__(self, store: StateStore, snapshot: Callable[[], DesiredSnapshot | None]) -> None:
-        self.store = store
-        self.snapshot = snapshot
+    def __init__(self, status: Callable[[], StatusView]) -> None:
+        self.status = status
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._source()
-        statuses = {s.environment: s for s in self.store.environment_statuses()}
+        view = self.status()
+        up = _gauge("source_up", "1 when the last fetch of the Git source succeeded.")
+        up.add_metric([], 1.0 if view.source.up else 0.0)
+        valid = _gauge("source_tip_valid", "0 when the newest commit was rejected as invalid.")
+        valid.add_metric([], 0.0 if view.source.problems else 1.0)
+        yield from (up, valid)
+        if view.source.last_fetch_at is not None:
+            last = _gauge(
+                "source_last_fetch_timestamp_seconds", "When the Git source was last fetched."
+            )
+            last.add_metric([], view.source.last_fetch_at)
+            yield last
+        info = _gauge("build_info", "Version of reconciler (value 1).", ["version"])
+        info.add_metric([__version__], 1.0)
+        yield info
+
         suspended = _gauge("suspended", "1 when the environment is suspended.", ["environment"])
         success = _gauge(
             "last_successful_reconcile_timestamp_seconds",
@@ -74,68 +93,30 @@ class StateCollector(Collector):
         )
         quarantined = _gauge(
             "quarantined",
-            "1 when the group's desired versions failed and are not retried.",
+            "1 while the group's desired versions are the ones that failed (not retried).",
             ["environment", "group"],
         )
-        snapshot = self.snapshot()
-        state = snapshot.state if snapshot else None
-        environments = sorted(set(statuses) | set(state.environments if state else ()))
-        for name in environments:
-            status = statuses.get(name)
-            suspended.add_metric([name], 1.0 if status and status.suspended else 0.0)
-            at = self.store.get_meta(META_LAST_SUCCESS.format(environment=name))
-            if at:
-                success.add_metric([name], float(at))
-        quarantines = {(q.environment, q.group) for q in self.store.quarantines()}
-        for environment in state.environments.values() if state else ():
-            recorded = recorded_versions(self.store, environment.name)
-            counts: dict[tuple[str, str], int] = {}
-            for row in planning.drift(environment, recorded):
-                counts[(row.group, row.app)] = counts.get((row.group, row.app), 0) + 1
-            for group in environment.groups.values():
+        for environment in view.environments:
+            suspended.add_metric([environment.name], 1.0 if environment.suspended else 0.0)
+            if environment.last_success_at is not None:
+                success.add_metric([environment.name], environment.last_success_at)
+            for group in environment.groups:
                 labels = [environment.name, group.name]
-                hosts.add_metric(labels, len(group.hosts))
-                drifted = 0
+                hosts.add_metric(labels, group.hosts)
+                in_sync.add_metric(labels, 1.0 if group.in_sync else 0.0)
+                quarantined.add_metric(labels, 1.0 if group.quarantined else 0.0)
                 for app, version in group.apps.items():
-                    count = counts.get((group.name, app), 0)
-                    drifted += count
-                    drift.add_metric([*labels, app], count)
+                    drift.add_metric([*labels, app], group.drift.get(app, 0))
                     desired.add_metric([*labels, app, version], 1.0)
-                in_sync.add_metric(labels, 0.0 if drifted else 1.0)
-                quarantined.add_metric(
-                    labels, 1.0 if (environment.name, group.name) in quarantines else 0.0
-                )
         yield from (suspended, success, drift, hosts, in_sync, desired, quarantined)
 
-    def _source(self) -> Iterator[Metric]:
-        fetched = self.store.get_meta(META_LAST_FETCH)
-        error = self.store.get_meta(META_SOURCE_ERROR)
-        problems = json.loads(self.store.get_meta(META_PROBLEMS) or "[]")
-        up = _gauge("source_up", "1 when the last fetch of the Git source succeeded.")
-        up.add_metric([], 1.0 if fetched and not error else 0.0)
-        valid = _gauge("source_tip_valid", "0 when the newest commit was rejected as invalid.")
-        valid.add_metric([], 0.0 if problems else 1.0)
-        yield up
-        yield valid
-        if fetched:
-            last = _gauge(
-                "source_last_fetch_timestamp_seconds", "When the Git source was last fetched."
-            )
-            last.add_metric([], float(fetched))
-            yield last
-        info = GaugeMetricFamily(
-            "reconciler_build_info", "Version of reconciler (value 1).", labels=["version"]
-        )
-        info.add_metric([__version__], 1.0)
-        yield info
 
+class Metrics(SilentReporter):
+    """The daemon's registry; also the rollout ``Reporter`` that counts what happens."""
 
-class Metrics:
-    """The daemon's registry; also a ``rollout.Reporter`` that counts runs and gates."""
-
-    def __init__(self, store: StateStore, snapshot: Callable[[], DesiredSnapshot | None]) -> None:
+    def __init__(self, status: Callable[[], StatusView]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(StateCollector(store, snapshot))
+        self.registry.register(StatusCollector(status))
         reg = self.registry
         self.reconcile_duration = Histogram(
             "reconciler_reconcile_duration_seconds",
@@ -146,7 +127,7 @@ class Metrics:
         )
         self.rollouts = Counter(
             "reconciler_rollouts",
-            "Group rollouts by result.",
+            "Group rollouts by result (degraded: host failures within max_failed_hosts).",
             ["environment", "group", "result"],
             registry=reg,
         )
@@ -189,47 +170,36 @@ class Metrics:
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
-    # -- rollout.Reporter
-    def step_started(self, *args: object) -> None:
-        return None
-
+    # -- rollout.ports.Reporter
     def step_finished(
-        self, environment: str, group: str, phase: str, step: planning.Step, result: RunResult
+        self, environment: str, group: str, phase: Phase, step: Step, result: RunResult
     ) -> None:
-        self.playbook_runs.labels(environment, group, phase, result.outcome).inc()
-        self.playbook_duration.labels(environment, group, phase).observe(result.duration_s)
+        self.playbook_runs.labels(environment, group, str(phase), str(result.outcome)).inc()
+        self.playbook_duration.labels(environment, group, str(phase)).observe(result.duration_s)
 
     def gates_finished(
         self,
         environment: str,
         group: str,
-        phase: str,
-        step: planning.Step,
+        phase: Phase,
+        step: Step,
+        checkpoint: GateCheckpoint,
         results: Sequence[GateResult],
     ) -> None:
         for result in results:
-            verdict = (
-                "passed" if result.passed else "inconclusive" if result.inconclusive else "failed"
-            )
-            self.health_checks.labels(environment, group, result.kind, verdict).inc()
+            self.health_checks.labels(environment, group, result.kind, str(result.verdict)).inc()
 
-    # -- daemon events
-    def reconciled(
-        self, outcome: EnvironmentOutcome, seconds: float, rollouts: Sequence[RolloutRecord]
-    ) -> None:
-        self.reconcile_duration.labels(outcome.environment).observe(seconds)
-        finished = {r.id: r for r in rollouts}
-        for group in outcome.groups:
-            if group.rollout_id is None or group.state not in ROLLOUT_RESULTS:
-                continue
-            self.rollouts.labels(outcome.environment, group.group, group.state).inc()
-            record = finished.get(group.rollout_id)
-            if record is not None and record.finished_at is not None:
-                self.rollout_duration.labels(outcome.environment, group.group).observe(
-                    record.finished_at - record.started_at
-                )
-            if group.revert.startswith("pushed"):
-                self.revert_commits.labels(outcome.environment).inc()
+    def rollout_finished(self, environment: str, outcome: GroupOutcome, duration_s: float) -> None:
+        if outcome.state not in ROLLOUT_RESULTS:
+            return
+        self.rollouts.labels(environment, outcome.group, str(outcome.state)).inc()
+        self.rollout_duration.labels(environment, outcome.group).observe(duration_s)
+        if outcome.revert is not None and outcome.revert.sha is not None:
+            self.revert_commits.labels(environment).inc()
 
+    def environment_finished(self, outcome: EnvironmentOutcome, duration_s: float) -> None:
+        self.reconcile_duration.labels(outcome.environment).observe(duration_s)
+
+    # -- the API
     def webhook(self, provider: str, result: str) -> None:
         self.webhooks.labels(provider, result).inc()

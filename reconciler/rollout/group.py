@@ -1,120 +1,65 @@
 """Progressive delivery of one group: canary steps, health gates, bake, rollback, revert.
 
-Contract (``GroupRollout.run``):
+Contract (``GroupRollout.run``); every decision comes from ``plan.policy``, this module executes:
 * Each planned step is journalled (``running``) before its playbook runs and again when it ends,
-  with per-host results and gate results. Hosts whose playbook run succeeded are recorded as
-  deployed at once (the store always tells what hosts run).
+  with per-host results and gate results (each labelled with its checkpoint: after the step,
+  after the bake, after a rollback). Hosts whose playbook run succeeded are recorded as deployed
+  at once (the store always tells what hosts run).
 * A step fails when more hosts fail than ``max_failed_hosts`` tolerates, or when a health gate
   fails on the step's successful hosts (after the step, and again after ``bake``).
 * On failure every host this rollout touched goes back to its last good versions through the
   same playbook (phase ``rollback``), the gates are checked on them, the rollout is recorded as
-  ``rolled_back`` (or ``failed`` if the rollback itself failed) with the reason, the group's
-  desired versions are quarantined, and a revert commit is pushed through the Git source.
-  Hosts of later steps are never touched.
-* ``cancel`` (a newer commit, or shutdown) stops between steps and during gates/bake: the step
-  in progress finishes, nothing is rolled back, the rollout is recorded as ``superseded`` (or
-  ``interrupted`` when the cancel is a ``StopRequest`` for a shutdown).
+  ``rolled_back`` (``failed`` if the rollback itself failed) with the reason, the group's desired
+  versions are quarantined, and a revert commit is pushed; once pushed, ``on_reverted`` is
+  called (the caller makes the revert the commit in force). Hosts of later steps are never
+  touched.
+* A rollout through every step ends ``succeeded``, or ``degraded`` when hosts failed within
+  ``max_failed_hosts`` (the group outcome says ``degraded`` too).
+* ``cancel`` (a ``StopRequest``: newer commit or shutdown) stops between steps and during
+  gates/bake: the step in progress finishes, nothing is rolled back, the rollout ends
+  ``superseded`` or ``interrupted``.
 * ``abort`` (shutdown grace exceeded) kills the running playbook: the step is journalled
   ``interrupted`` and the rollout stays ``running`` in the journal, so the next start resumes
   it exactly like after a crash (``Reconciler.resume_interrupted``).
+* Whatever happens, including an exception in this engine, the rollout row ends in a terminal
+  state (except the deliberate ``abort`` case above); an exception ends it ``failed`` with the
+  error and is not raised further.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import structlog
 
 from reconciler import content
+from reconciler.desired.messages import RevertRequest
 from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host
-from reconciler.edges.ansible.runner import PlaybookRun, PlaybookRunner, RunResult
-from reconciler.edges.gates.checker import GateResult, GateTarget, HealthChecker
-from reconciler.plan import canary as planning
-from reconciler.record.sqlite import (
-    DeployedVersion,
-    QuarantineRecord,
-    RolloutRecord,
-    StateStore,
-    StepRecord,
-)
+from reconciler.edges.ansible import PlaybookRun, RunResult
+from reconciler.edges.gates import GateResult, GateTarget
+from reconciler.plan import policy
+from reconciler.plan.canary import GroupPlan, Step
+from reconciler.plan.outcomes import GroupOutcome, RevertOutcome
+from reconciler.record import DeployedVersion, QuarantineRecord, RolloutRecord, StepRecord
+from reconciler.rollout.ports import Adapters, StopRequest
 from reconciler.settings import ExecutionSettings
+from reconciler.states import (
+    GateCheckpoint,
+    GroupState,
+    Phase,
+    PushStatus,
+    RolloutState,
+    RunOutcome,
+    StepState,
+    StopReason,
+)
 
 log = structlog.get_logger(__name__)
-
-
-def fingerprint(apps: Mapping[str, str]) -> str:
-    """Identity of a group's desired versions (what a quarantine pins)."""
-    return json.dumps(dict(sorted(apps.items())), separators=(",", ":"))
-
-
-class Reporter(Protocol):
-    """Progress callbacks (the CLI draws them; the daemon logs them)."""
-
-    def step_started(
-        self, environment: str, group: str, phase: str, step: planning.Step, total_steps: int
-    ) -> None: ...
-
-    def step_finished(
-        self, environment: str, group: str, phase: str, step: planning.Step, result: RunResult
-    ) -> None: ...
-
-    def gates_finished(
-        self,
-        environment: str,
-        group: str,
-        phase: str,
-        step: planning.Step,
-        results: Sequence[GateResult],
-    ) -> None: ...
-
-
-class StopRequest(threading.Event):
-    """A cancel event that says why the rollout stops: a newer commit or a shutdown."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.state = "superseded"
-
-    def request(self, state: str = "superseded") -> None:
-        self.state = state
-        self.set()
-
-
-class SilentReporter:
-    def step_started(self, *args: object) -> None:
-        return None
-
-    def step_finished(self, *args: object) -> None:
-        return None
-
-    def gates_finished(self, *args: object) -> None:
-        return None
-
-
-class Reverter(Protocol):
-    """Pushes the revert commit after a rollback (the Git source)."""
-
-    def revert(
-        self,
-        *,
-        environment: EnvironmentDesired,
-        group: GroupDesired,
-        commit: str,
-        failed: Mapping[str, str],
-        restore: Mapping[str, str],
-        reason: str,
-        rollout_id: str,
-    ) -> tuple[str, str]:
-        """Returns (status, detail): pushed | noop | conflict | disabled | error."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -126,19 +71,12 @@ class Deployment:
     run_id: str
 
 
-@dataclass(frozen=True)
-class GroupOutcome:
-    group: str
-    state: str  # in_sync|succeeded|rolled_back|failed|waiting|suspended|quarantined|superseded
-    rollout_id: str | None = None
-    changed_hosts: tuple[str, ...] = ()
-    failed_hosts: Mapping[str, str] = field(default_factory=dict)
-    reason: str = ""
-    revert: str = ""
+class _Stop(Exception):
+    """The rollout must end here with ``outcome`` (already journalled)."""
 
-
-class _StepFailed(Exception):
-    pass
+    def __init__(self, outcome: GroupOutcome) -> None:
+        super().__init__(outcome.reason)
+        self.outcome = outcome
 
 
 class GroupRollout:
@@ -146,414 +84,364 @@ class GroupRollout:
 
     def __init__(
         self,
-        *,
-        store: StateStore,
-        runner: PlaybookRunner,
-        checker: HealthChecker,
+        adapters: Adapters,
         execution: ExecutionSettings,
-        reporter: Reporter,
-        reverter: Reverter | None = None,
-        clock: Callable[[], float] = time.time,
-        cancel: threading.Event | None = None,
-        abort: threading.Event | None = None,
-    ) -> None:
-        self.store = store
-        self.runner = runner
-        self.checker = checker
-        self.execution = execution
-        self.reporter = reporter
-        self.reverter = reverter
-        self.clock = clock
-        self.cancel = cancel or threading.Event()
-        self.abort = abort
-
-    # ------------------------------------------------------------------ entry
-    def run(
-        self,
         environment: EnvironmentDesired,
         group: GroupDesired,
-        plan: planning.GroupPlan,
         deployment: Deployment,
-    ) -> GroupOutcome:
-        rollout_id = uuid.uuid4().hex[:16]
-        self.store.start_rollout(
+        *,
+        cancel: StopRequest | None = None,
+        abort: threading.Event | None = None,
+        on_reverted: Callable[[], None] | None = None,
+    ) -> None:
+        self.a = adapters
+        self.execution = execution
+        self.environment = environment
+        self.group = group
+        self.deployment = deployment
+        self.cancel = cancel or StopRequest()
+        self.abort = abort
+        self.on_reverted = on_reverted
+        self.rollout_id = uuid.uuid4().hex[:16]
+        self.touched: list[str] = []
+        self.changed: list[str] = []
+        self.failures: dict[str, str] = {}
+        self._left_running = False
+
+    # ------------------------------------------------------------------ entry
+    def run(self, plan: GroupPlan) -> GroupOutcome:
+        store, started = self.a.store, self.a.clock()
+        store.start_rollout(
             RolloutRecord(
-                rollout_id,
-                deployment.run_id,
-                environment.name,
-                group.name,
-                deployment.commit,
-                dict(group.apps),
-                "running",
+                self.rollout_id,
+                self.deployment.run_id,
+                self.environment.name,
+                self.group.name,
+                self.deployment.commit,
+                dict(self.group.apps),
+                RolloutState.RUNNING,
                 "",
-                self.clock(),
+                started,
                 None,
             )
         )
-        touched: list[str] = []
-        changed: list[str] = []
-        failures: dict[str, str] = {}
-        with structlog.contextvars.bound_contextvars(group=group.name, rollout_id=rollout_id):
+        outcome: GroupOutcome | None = None
+        with structlog.contextvars.bound_contextvars(
+            group=self.group.name, rollout_id=self.rollout_id
+        ):
             try:
-                for step in plan.steps:
-                    if self.cancel.is_set():
-                        return self._superseded(group, rollout_id, changed, failures)
-                    result = self._deploy_step(
-                        environment, group, step, len(plan.steps), deployment, rollout_id
+                outcome = self._forward(plan)
+            except _Stop as stop:
+                outcome = stop.outcome
+            except Exception as exc:  # a bug must not leave the journal saying "running"
+                log.exception("rollout_crashed")
+                reason = f"internal error: {type(exc).__name__}: {exc}"[:500]
+                outcome = self._finish(RolloutState.FAILED, GroupState.FAILED, reason)
+            finally:
+                if outcome is None and not self._left_running:  # pragma: no cover - BaseException
+                    store.finish_rollout(
+                        self.rollout_id, RolloutState.FAILED, "stopped", self.a.clock()
                     )
-                    if result.outcome == "canceled":
-                        return self._aborted(group, rollout_id, step, changed, failures)
-                    touched.extend(step.hosts)
-                    changed.extend(result.succeeded())
-                    step_failures = _failures(result)
-                    failures.update(step_failures)
-                    self._check_step(environment, group, step, result, step_failures, rollout_id)
-            except _StepFailed as failed:
-                if self.cancel.is_set() and str(failed).endswith("canceled"):
-                    return self._superseded(group, rollout_id, changed, failures)
-                return self._roll_back(
-                    environment, group, plan, deployment, rollout_id, touched, failures, str(failed)
-                )
-            state = "succeeded" if not failures else "degraded"
-            reason = "" if not failures else "tolerated failures: " + ", ".join(sorted(failures))
-            self.store.finish_rollout(rollout_id, state, reason, self.clock())
-            log.info("rollout_finished", state=state, hosts=len(changed))
-        return GroupOutcome(group.name, "succeeded", rollout_id, tuple(changed), failures, reason)
+        self.a.reporter.rollout_finished(self.environment.name, outcome, self.a.clock() - started)
+        return outcome
 
-    def _superseded(
-        self, group: GroupDesired, rollout_id: str, changed: list[str], failures: dict[str, str]
-    ) -> GroupOutcome:
-        state = getattr(self.cancel, "state", "superseded")
-        reason = (
-            "stopped by a daemon shutdown; the next start continues"
-            if state == "interrupted"
-            else "superseded by a newer commit; the next reconcile continues"
+    def _forward(self, plan: GroupPlan) -> GroupOutcome:
+        apps = dict(self.group.apps)
+        for step in plan.steps:
+            self._check_stop()
+            result = self._play(Phase.DEPLOY, step, len(plan.steps), apps)
+            if result.outcome is RunOutcome.CANCELED:
+                return self._aborted(step)
+            self.touched.extend(step.hosts)
+            self.changed.extend(result.succeeded())
+            step_failures = _failures(result)
+            self.failures.update(step_failures)
+            reason = policy.playbook_failure(step, step_failures, self.group.rollout)
+            if reason is None:
+                reason = self._gate_step(step, result)
+            if reason is not None:
+                return self._roll_back(plan, reason)
+        state, group_state, reason = policy.finished(self.failures)
+        return self._finish(state, group_state, reason)
+
+    def _gate_step(self, step: Step, result: RunResult) -> str | None:
+        """Gates after the step and, when they pass and the group bakes, after the bake."""
+        succeeded = set(result.succeeded())
+        hosts = [h for h in self.group.hosts if h.name in succeeded]
+        apps = dict(self.group.apps)
+        failure = policy.gate_failure(
+            self._gates(Phase.DEPLOY, step, hosts, apps, GateCheckpoint.AFTER_STEP)
         )
-        self.store.finish_rollout(rollout_id, state, reason, self.clock())
-        log.info("rollout_stopped", state=state)
-        return GroupOutcome(group.name, state, rollout_id, tuple(changed), failures, reason)
+        bake = self.group.rollout.bake_s
+        if failure is None and bake > 0 and hosts and self.group.health:
+            log.info("bake", step=step.index, seconds=bake)
+            self.a.reporter.bake_started(self.environment.name, self.group.name, step, bake)
+            if self.cancel.wait(bake):
+                self._check_stop()
+            failure = policy.gate_failure(
+                self._gates(Phase.DEPLOY, step, hosts, apps, GateCheckpoint.AFTER_BAKE)
+            )
+            if failure is not None:
+                failure = f"after the bake: {failure}"
+        return None if failure is None else f"step {step.index}: {failure}"
 
-    def _aborted(
+    # ------------------------------------------------------------------ endings
+    def _finish(
         self,
-        group: GroupDesired,
-        rollout_id: str,
-        step: planning.Step,
-        changed: list[str],
-        failures: dict[str, str],
+        state: RolloutState,
+        group_state: GroupState,
+        reason: str,
+        revert: RevertOutcome | None = None,
     ) -> GroupOutcome:
+        self.a.store.finish_rollout(self.rollout_id, state, reason, self.a.clock())
+        log.info("rollout_finished", state=str(state), hosts=len(self.changed), reason=reason)
+        return GroupOutcome(
+            self.group.name,
+            group_state,
+            self.rollout_id,
+            tuple(self.changed),
+            dict(self.failures),
+            reason,
+            revert,
+        )
+
+    def _check_stop(self) -> None:
+        """Raise ``_Stop`` (after journalling) when a newer commit or a shutdown came."""
+        if not self.cancel.is_set():
+            return
+        if self.cancel.reason is StopReason.INTERRUPTED:
+            outcome = self._finish(
+                RolloutState.INTERRUPTED,
+                GroupState.INTERRUPTED,
+                "stopped by a daemon shutdown; the next start continues",
+            )
+        else:
+            outcome = self._finish(
+                RolloutState.SUPERSEDED,
+                GroupState.SUPERSEDED,
+                "superseded by a newer commit; the next reconcile continues",
+            )
+        raise _Stop(outcome)
+
+    def _aborted(self, step: Step) -> GroupOutcome:
         """The playbook was killed mid-step: left ``running`` for the next start to resume."""
+        self._left_running = True
         reason = f"step {step.index} killed at shutdown; hosts {', '.join(step.hosts)} unknown"
         log.warning("rollout_aborted", step=step.index, hosts=list(step.hosts))
-        return GroupOutcome(group.name, "interrupted", rollout_id, tuple(changed), failures, reason)
+        return GroupOutcome(
+            self.group.name,
+            GroupState.INTERRUPTED,
+            self.rollout_id,
+            tuple(self.changed),
+            dict(self.failures),
+            reason,
+        )
 
     # ------------------------------------------------------------------ steps
-    def _deploy_step(
-        self,
-        environment: EnvironmentDesired,
-        group: GroupDesired,
-        step: planning.Step,
-        total: int,
-        deployment: Deployment,
-        rollout_id: str,
-    ) -> RunResult:
-        return self._run_playbook(
-            environment, group, "deploy", step, total, dict(group.apps), deployment, rollout_id
-        )
-
-    def _check_step(
-        self,
-        environment: EnvironmentDesired,
-        group: GroupDesired,
-        step: planning.Step,
-        result: RunResult,
-        step_failures: Mapping[str, str],
-        rollout_id: str,
-    ) -> None:
-        tolerated = group.rollout.tolerated_failures(len(step.hosts))
-        if len(step_failures) > tolerated:
-            raise _StepFailed(
-                f"step {step.index}: {len(step_failures)} of {len(step.hosts)} hosts failed "
-                f"the playbook (tolerated {tolerated}): "
-                + "; ".join(f"{h}: {m}" for h, m in sorted(step_failures.items()))
-            )
-        hosts = [h for h in group.hosts if h.name in set(result.succeeded())]
-        gate_runs = [
-            self._gates(environment, group, "deploy", step, hosts, dict(group.apps), rollout_id)
-        ]
-        if gate_runs[-1] is None and group.rollout.bake_s > 0:
-            log.info("bake", seconds=group.rollout.bake_s)
-            if self.cancel.wait(group.rollout.bake_s):
-                raise _StepFailed(f"step {step.index}: canceled")
-            gate_runs.append(
-                self._gates(environment, group, "deploy", step, hosts, dict(group.apps), rollout_id)
-            )
-        failed = next((g for g in gate_runs if g is not None), None)
-        if failed is not None:
-            raise _StepFailed(f"step {step.index}: {failed}")
-
-    def _gates(
-        self,
-        environment: EnvironmentDesired,
-        group: GroupDesired,
-        phase: str,
-        step: planning.Step,
-        hosts: Sequence[Host],
-        versions: Mapping[str, str],
-        rollout_id: str,
-    ) -> str | None:
-        """Evaluate the group's gates on ``hosts``; journal them; return a failure or None."""
-        if not group.health or not hosts:
-            return None
-        targets = [
-            GateTarget(host, app, version) for host in hosts for app, version in versions.items()
-        ]
-        results = self.checker.evaluate(
-            group.health,
-            targets,
-            environment=environment.name,
-            group=group.name,
-            cancel=self.cancel,
-        )
-        self._journal_gates(rollout_id, phase, step, results)
-        self.reporter.gates_finished(environment.name, group.name, phase, step, results)
-        failed = [r for r in results if not r.passed]
-        for result in results:
-            log.info(
-                "gate",
-                gate=result.gate,
-                host=result.host,
-                passed=result.passed,
-                detail=result.detail,
-            )
-        if self.cancel.is_set():
-            return "canceled"
-        if not failed:
-            return None
-        first = failed[0]
-        where = f" on {first.host}" if first.host else ""
-        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-        return f"gate {first.gate} failed{where}: {first.detail}{more}"
-
-    def _journal_gates(
-        self, rollout_id: str, phase: str, step: planning.Step, results: Sequence[GateResult]
-    ) -> None:
-        journalled = next(
-            (s for s in self.store.steps(rollout_id) if s.phase == phase and s.index == step.index),
-            None,
-        )
-        if journalled is not None:
-            gate_results = [*journalled.gate_results, *(r.as_dict() for r in results)]
-            self.store.journal_step(
-                dataclasses.replace(journalled, gate_results=gate_results, finished_at=self.clock())
-            )
-
-    def _run_playbook(
-        self,
-        environment: EnvironmentDesired,
-        group: GroupDesired,
-        phase: str,
-        step: planning.Step,
-        total: int,
-        apps: Mapping[str, str],
-        deployment: Deployment,
-        rollout_id: str,
-    ) -> RunResult:
+    def _play(self, phase: Phase, step: Step, total: int, apps: Mapping[str, str]) -> RunResult:
+        """Journal the step, run the playbook on its hosts, record what succeeded."""
+        store, reporter = self.a.store, self.a.reporter
         intent = StepRecord(
-            rollout_id, phase, step.index, step.percent, step.hosts, "running", {}, [], "",
-            self.clock(), None,
+            self.rollout_id, phase, step.index, step.percent, step.hosts, StepState.RUNNING,
+            {}, [], "", self.a.clock(), None,
         )  # fmt: skip
-        self.store.journal_step(intent)
-        self.reporter.step_started(environment.name, group.name, phase, step, total)
-        log.info(
-            "step_started", phase=phase, step=step.index, hosts=list(step.hosts), apps=dict(apps)
-        )
-        result = self.runner.run(
-            self._playbook_run(environment, group, phase, step, apps, deployment, rollout_id),
-            cancel=self.abort,
-        )
-        now = self.clock()
-        self.store.record_deployed(
+        store.journal_step(intent)
+        reporter.step_started(self.environment.name, self.group.name, phase, step, total)
+        log.info("step_started", phase=str(phase), step=step.index, hosts=list(step.hosts))
+        result = self.a.runner.run(self._playbook_run(phase, step, apps), cancel=self.abort)
+        now = self.a.clock()
+        store.record_deployed(
             [
                 DeployedVersion(
-                    environment.name,
+                    self.environment.name,
                     host,
                     app,
                     version,
-                    group.name,
-                    deployment.commit,
-                    rollout_id,
+                    self.group.name,
+                    self.deployment.commit,
+                    self.rollout_id,
                     now,
                 )
                 for host in result.succeeded()
                 for app, version in apps.items()
             ]
         )
-        host_results = {
-            h: {"status": str(r.status), "changed": r.changed, "message": r.message}
-            for h, r in result.hosts.items()
-        }
-        self.store.journal_step(
+        if result.outcome is RunOutcome.CANCELED:
+            state = StepState.INTERRUPTED
+        else:
+            state = StepState.FAILED if result.failed() else StepState.SUCCEEDED
+        store.journal_step(
             dataclasses.replace(
                 intent,
-                state=(
-                    "interrupted"
-                    if result.outcome == "canceled"
-                    else "succeeded"
-                    if not result.failed()
-                    else "failed"
-                ),
-                host_results=host_results,
+                state=state,
+                host_results={
+                    h: {"status": str(r.status), "changed": r.changed, "message": r.message}
+                    for h, r in result.hosts.items()
+                },
                 run_dir=str(result.run_dir),
                 finished_at=now,
             )
         )
-        self.reporter.step_finished(environment.name, group.name, phase, step, result)
+        reporter.step_finished(self.environment.name, self.group.name, phase, step, result)
         log.info(
             "step_finished",
-            phase=phase,
+            phase=str(phase),
             step=step.index,
-            outcome=result.outcome,
+            outcome=str(result.outcome),
             succeeded=len(result.succeeded()),
             failed=len(result.failed()),
             seconds=round(result.duration_s, 2),
         )
         return result
 
-    def _playbook_run(
-        self,
-        environment: EnvironmentDesired,
-        group: GroupDesired,
-        phase: str,
-        step: planning.Step,
-        apps: Mapping[str, str],
-        deployment: Deployment,
-        rollout_id: str,
-    ) -> PlaybookRun:
+    def _playbook_run(self, phase: Phase, step: Step, apps: Mapping[str, str]) -> PlaybookRun:
+        execution = self.execution
         envvars = {
-            "ANSIBLE_FORKS": str(min(self.execution.forks, max(1, len(step.hosts)))),
-            "ANSIBLE_PIPELINING": str(self.execution.pipelining),
+            "ANSIBLE_FORKS": str(min(execution.forks, max(1, len(step.hosts)))),
+            "ANSIBLE_PIPELINING": str(execution.pipelining),
         }
-        if self.execution.private_key_file:
-            envvars["ANSIBLE_PRIVATE_KEY_FILE"] = str(self.execution.private_key_file)
-        envvars.update(self.execution.extra_envvars)
-        roles = tuple(p for p in (deployment.root / "roles", content.roles_dir()) if p.is_dir())
+        if execution.private_key_file:
+            envvars["ANSIBLE_PRIVATE_KEY_FILE"] = str(execution.private_key_file)
+        envvars.update(execution.extra_envvars)
+        root = self.deployment.root
+        roles = tuple(p for p in (root / "roles", content.roles_dir()) if p.is_dir())
         return PlaybookRun(
-            playbook=content.playbook_path(deployment.root, group.playbook),
-            inventory=(deployment.root / environment.inventory).resolve(),
+            playbook=content.playbook_path(root, self.group.playbook),
+            inventory=(root / self.environment.inventory).resolve(),
             hosts=step.hosts,
             extra_vars={
                 "reconciler_apps": dict(apps),
-                "reconciler_environment": environment.name,
-                "reconciler_group": group.name,
-                "reconciler_commit": deployment.commit,
-                "reconciler_rollout_id": rollout_id,
+                "reconciler_environment": self.environment.name,
+                "reconciler_group": self.group.name,
+                "reconciler_commit": self.deployment.commit,
+                "reconciler_rollout_id": self.rollout_id,
             },
-            timeout_s=group.timeout_s,
+            timeout_s=self.group.timeout_s,
             roles_path=roles,
             envvars=envvars,
-            label=f"{environment.name}-{group.name}-{phase}{step.index}",
+            label=f"{self.environment.name}-{self.group.name}-{phase}{step.index}",
         )
 
-    # --------------------------------------------------------------- rollback
-    def _roll_back(
+    def _gates(
         self,
-        environment: EnvironmentDesired,
-        group: GroupDesired,
-        plan: planning.GroupPlan,
-        deployment: Deployment,
-        rollout_id: str,
-        touched: Sequence[str],
-        failures: Mapping[str, str],
-        reason: str,
-    ) -> GroupOutcome:
+        phase: Phase,
+        step: Step,
+        hosts: Sequence[Host],
+        versions: Mapping[str, str],
+        checkpoint: GateCheckpoint,
+    ) -> list[GateResult]:
+        """Evaluate the group's gates on ``hosts``; journal and report them."""
+        if not self.group.health or not hosts:
+            return []
+        targets = [GateTarget(host, app, v) for host in hosts for app, v in versions.items()]
+        results = self.a.checker.evaluate(
+            self.group.health,
+            targets,
+            environment=self.environment.name,
+            group=self.group.name,
+            cancel=self.cancel,
+        )
+        journalled = next(
+            (
+                s
+                for s in self.a.store.steps(self.rollout_id)
+                if s.phase == phase and s.index == step.index
+            ),
+            None,
+        )
+        if journalled is not None:
+            rows = [{**r.as_dict(), "checkpoint": str(checkpoint)} for r in results]
+            self.a.store.journal_step(
+                dataclasses.replace(
+                    journalled,
+                    gate_results=[*journalled.gate_results, *rows],
+                    finished_at=self.a.clock(),
+                )
+            )
+        self.a.reporter.gates_finished(
+            self.environment.name, self.group.name, phase, step, checkpoint, results
+        )
+        for r in results:
+            log.info(
+                "gate",
+                gate=r.gate,
+                checkpoint=str(checkpoint),
+                host=r.host,
+                passed=r.passed,
+                detail=r.detail,
+            )
+        if self.cancel.is_set() and phase is Phase.DEPLOY:
+            self._check_stop()
+        return results
+
+    # ------------------------------------------------------------------ rollback
+    def _roll_back(self, plan: GroupPlan, reason: str) -> GroupOutcome:
         log.error("step_failed", reason=reason)
-        changes = {c.host: c for c in plan.changes}
-        batches: dict[str, tuple[dict[str, str], list[str]]] = {}
-        no_previous: list[str] = []
-        for host in touched:
-            previous = {
-                app: (changes[host].apps[app][0] if app in changes[host].apps else v)
-                for app, v in group.apps.items()
-            }
-            if any(v is None for v in previous.values()):
-                no_previous.append(host)
-                continue
-            key = fingerprint(previous)  # type: ignore[arg-type]
-            batches.setdefault(key, (previous, []))[1].append(host)  # type: ignore[arg-type]
-
+        batches, no_previous = policy.rollback_batches(self.group, plan, self.touched)
         rollback_failed: list[str] = []
-        for index, (previous, hosts) in enumerate(batches.values(), start=1):
-            step = planning.Step(index=index, percent=0, cohort_size=len(hosts), hosts=tuple(hosts))
-            result = self._run_playbook(
-                environment, group, "rollback", step, len(batches), previous, deployment, rollout_id
-            )
+        for index, batch in enumerate(batches, start=1):
+            step = Step(index=index, percent=0, cohort_size=len(batch.hosts), hosts=batch.hosts)
+            result = self._play(Phase.ROLLBACK, step, len(batches), batch.versions)
             rollback_failed.extend(result.failed())
-            back = [h for h in group.hosts if h.name in set(result.succeeded())]
-            gate_failure = self._gates(
-                environment, group, "rollback", step, back, previous, rollout_id
+            succeeded = set(result.succeeded())
+            back = [h for h in self.group.hosts if h.name in succeeded]
+            failure = policy.gate_failure(
+                self._gates(
+                    Phase.ROLLBACK, step, back, batch.versions, GateCheckpoint.AFTER_ROLLBACK
+                )
             )
-            if gate_failure and gate_failure != "canceled":
+            if failure is not None and not self.cancel.is_set():
                 rollback_failed.extend(h.name for h in back)
-                reason += f"; after rollback: {gate_failure}"
-
-        restore = {
-            app: changes[h].apps[app][0]
-            for h in touched
-            if h in changes
-            for app in changes[h].apps
-            if changes[h].apps[app][0] is not None
-        }
+                reason += f"; after rollback: {failure}"
         if no_previous:
             reason += (
-                f"; no last good version to restore on {', '.join(sorted(no_previous))}"
+                f"; no last good version to restore on {', '.join(no_previous)}"
                 " (first deployment): left as is"
             )
-        state = "rolled_back" if not rollback_failed else "failed"
         if rollback_failed:
             reason += f"; rollback failed on {', '.join(sorted(set(rollback_failed)))}"
-        revert = self._revert(environment, group, deployment, restore, reason, rollout_id)
-        self.store.finish_rollout(rollout_id, state, reason, self.clock())
-        self.store.set_quarantine(
+        state, group_state = (
+            (RolloutState.FAILED, GroupState.FAILED)
+            if rollback_failed
+            else (RolloutState.ROLLED_BACK, GroupState.ROLLED_BACK)
+        )
+        revert = self._revert(policy.restore_versions(plan, self.touched), reason)
+        outcome = self._finish(state, group_state, reason, revert)
+        self.a.store.set_quarantine(
             QuarantineRecord(
-                environment.name,
-                group.name,
-                fingerprint(group.apps),
-                deployment.commit,
-                rollout_id,
+                self.environment.name,
+                self.group.name,
+                policy.fingerprint(self.group.apps),
+                self.deployment.commit,
+                self.rollout_id,
                 reason,
-                revert,
-                self.clock(),
+                str(revert),
+                self.a.clock(),
             )
         )
-        log.error("rollout_rolled_back", state=state, reason=reason, revert=revert)
-        return GroupOutcome(group.name, state, rollout_id, (), dict(failures), reason, revert)
+        log.error("rollout_rolled_back", state=str(state), reason=reason, revert=str(revert))
+        if revert.status is PushStatus.PUSHED and self.on_reverted is not None:
+            self.on_reverted()
+        return dataclasses.replace(outcome, changed_hosts=())
 
-    def _revert(
-        self,
-        environment: EnvironmentDesired,
-        group: GroupDesired,
-        deployment: Deployment,
-        restore: Mapping[str, str],
-        reason: str,
-        rollout_id: str,
-    ) -> str:
-        if self.reverter is None:
-            return "pending: no Git source to push to; revert the commit by hand"
-        failed = {app: v for app, v in group.apps.items() if app in restore}
+    def _revert(self, restore: Mapping[str, str], reason: str) -> RevertOutcome:
+        if self.a.reverter is None:
+            return RevertOutcome(None, "no Git source to push to; revert the commit by hand")
         if not restore:
-            return "pending: no last good version to restore; revert the commit by hand"
-        status, detail = self.reverter.revert(
-            environment=environment,
-            group=group,
-            commit=deployment.commit,
-            failed=failed,
-            restore=restore,
-            reason=reason,
-            rollout_id=rollout_id,
+            return RevertOutcome(None, "no last good version to restore; revert the commit by hand")
+        result = self.a.reverter.revert_rollout(
+            RevertRequest(
+                environment=self.environment.name,
+                group=self.group.name,
+                env_file=self.environment.source_file,
+                offending_sha=self.deployment.commit,
+                failed_versions={a: v for a, v in self.group.apps.items() if a in restore},
+                restore_versions=dict(restore),
+                reason=reason,
+                rollout_id=self.rollout_id,
+            )
         )
-        if status in ("pushed", "noop"):
-            return f"{status}: {detail}"
-        return f"pending ({status}): {detail}"
+        return RevertOutcome(PushStatus(result.status), result.detail, result.sha)
 
 
 def _failures(result: RunResult) -> dict[str, str]:

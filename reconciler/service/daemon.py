@@ -1,25 +1,28 @@
 """The long-running service: ``reconciler run``.
 
 Contract:
-* One daemon per state dir (an exclusive ``flock`` on ``state_dir/daemon.lock``).
-* Triggers - the poll job (APScheduler, interval + jitter), the resync job, a watcher on a
-  local repository (watchfiles), webhooks and ``POST /api/v1/sync`` - only *request* a sync.
-  The source loop coalesces requests: one fetch + validation serves every request that arrived
-  before it started, so a burst of pushes becomes one reconcile of the newest commit.
+* One daemon per state dir (``service.leadership.StateDirLock``).
+* Triggers (``service.triggers``: poll, resync, a watcher on a local repository), webhooks and
+  ``POST /api/v1/sync`` only *request* a sync. The source loop coalesces requests: one fetch +
+  validation serves every request that arrived before it started, so a burst of pushes becomes
+  one reconcile of the newest commit.
 * Environments reconcile in a bounded pool, at most one reconcile per environment. A request for
   a busy environment is remembered and runs when it finishes; if the busy environment's desired
-  state changed, its rollout is superseded after the running step.
+  state changed, its rollout is superseded after the running step. The daemon's own revert
+  commit does not supersede anything: it becomes the commit in force and the desired state of
+  the running reconcile.
 * A remote that fails is retried with exponential backoff (poll requests skip the fetch until
   then; explicit requests always fetch); the last valid desired state stays in force.
 * SIGTERM/SIGINT: stop taking work, let running playbook steps finish (``shutdown_grace``), then
   kill what still runs; the journal tells the next start what to resume. Exit 0.
 * Start: kill orphans of a killed predecessor, resume rollouts the journal shows unfinished.
+* It is the API's ``Control``: status, environments and metrics are rendered from the status
+  read model (``report.status``) over the desired state in force.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
+import dataclasses
 import os
 import signal
 import threading
@@ -29,66 +32,27 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
 
 import structlog
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.interval import IntervalTrigger
 
 from reconciler.desired.model import EnvironmentDesired
 from reconciler.edges.ansible import process_tree
+from reconciler.plan.outcomes import EnvironmentOutcome
+from reconciler.record import StateStore
+from reconciler.report import status as read_model
 from reconciler.report.metrics import Metrics
-from reconciler.rollout import group as rollout
-from reconciler.rollout.reconciler import DesiredSnapshot, EnvironmentOutcome, Reconciler
-from reconciler.service import systemd_notify
+from reconciler.rollout.ports import StopRequest
+from reconciler.rollout.reconciler import Reconciler
+from reconciler.service import discovery, systemd_notify
+from reconciler.service.leadership import StateDirLock
+from reconciler.service.triggers import Triggers
 from reconciler.settings import Settings
+from reconciler.source.refresh import DesiredSnapshot
+from reconciler.states import EnvironmentResult, StopReason
 
 log = structlog.get_logger(__name__)
 
 MAX_BACKOFF_S = 600.0
-
-
-class AlreadyRunning(RuntimeError):
-    """Another daemon (or a foreground sync) holds the state dir's lock."""
-
-
-class StateDirLock:
-    """An exclusive ``flock`` on the state dir, held for the life of the process."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._handle: IO[str] | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        handle = self.path.open("a+", encoding="utf-8")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
-            raise AlreadyRunning(
-                f"{self.path.parent} is in use by another reconciler (pid {holder})"
-            ) from exc
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        self._handle = handle
-
-    def release(self) -> None:
-        if self._handle is not None:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None
-
-    def __enter__(self) -> StateDirLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 @dataclass
@@ -96,18 +60,17 @@ class _EnvironmentRun:
     environment: EnvironmentDesired
     commit: str
     started: float
-    cancel: rollout.StopRequest = field(default_factory=rollout.StopRequest)
+    cancel: StopRequest = field(default_factory=StopRequest)
     abort: threading.Event = field(default_factory=threading.Event)
     future: Future[None] | None = None
 
 
 @dataclass(frozen=True)
-class Finished:
+class _Finished:
     """The last finished reconcile of an environment (for ``sync --wait``)."""
 
     started: float  # monotonic
     outcome: EnvironmentOutcome | None
-    error: str = ""
 
 
 class Daemon:
@@ -116,10 +79,10 @@ class Daemon:
     def __init__(self, settings: Settings, reconciler: Reconciler) -> None:
         self.settings = settings
         self.reconciler = reconciler
-        self.store = reconciler.store
-        self.snapshot: DesiredSnapshot | None = None
-        self.metrics = Metrics(self.store, lambda: self.snapshot)
-        reconciler.reporter = self.metrics
+        self.store: StateStore = reconciler.store
+        self.journal = self.store
+        self.metrics = Metrics(self.status)
+        reconciler.adapters = dataclasses.replace(reconciler.adapters, reporter=self.metrics)
         self.lock = StateDirLock(settings.lock_path)
         self.started_at = time.time()
         self.ready = threading.Event()
@@ -131,16 +94,59 @@ class Daemon:
         self._forced_fetch = False
         self._running: dict[str, _EnvironmentRun] = {}
         self._pending: set[str] = set()
-        self._finished: dict[str, Finished] = {}
+        self._finished: dict[str, _Finished] = {}
         self._failures = 0
         self._backoff_until = 0.0
         self._heartbeat = time.monotonic()
         self._pool = ThreadPoolExecutor(
             settings.daemon.parallel_environments, thread_name_prefix="environment"
         )
-        self._scheduler = BackgroundScheduler(timezone="UTC")
+        self._triggers = Triggers(settings, self.request_sync, self.stopping)
 
-    # ------------------------------------------------------------------ triggers
+    @property
+    def snapshot(self) -> DesiredSnapshot | None:
+        """The desired state in force (the source stage's last refresh)."""
+        return self.reconciler.source.current
+
+    # ------------------------------------------------------------------ the API's Control
+    def status(self) -> read_model.StatusView:
+        return read_model.build(
+            self.store,
+            self.snapshot,
+            url=self.settings.source.url,
+            branch=self.settings.source.branch,
+            daemon=self.describe(),
+        )
+
+    def environments(
+        self, only: str | None = None, with_hosts: bool = False
+    ) -> list[read_model.EnvironmentDetail]:
+        return read_model.environment_views(
+            self.store,
+            self.snapshot,
+            reconciling=self.running(),
+            only=only,
+            with_hosts=with_hosts,
+        )
+
+    def in_force(self) -> list[str]:
+        snapshot = self.snapshot
+        return sorted(snapshot.state.environments) if snapshot and snapshot.state else []
+
+    def known(self, environment: str) -> bool:
+        return environment in self.in_force() or any(
+            s.environment == environment for s in self.store.environment_statuses()
+        )
+
+    def set_suspended(self, environment: str, suspended: bool) -> None:
+        self.store.update_environment(environment, time.time(), suspended=suspended)
+        log.info(
+            "environment_suspended" if suspended else "environment_resumed",
+            environment=environment,
+        )
+        if not suspended:
+            self.request_sync(environment, reason="resume", fetch=False)
+
     def request_sync(
         self, environment: str | None = None, *, reason: str, fetch: bool = True
     ) -> float:
@@ -158,41 +164,32 @@ class Daemon:
 
     def wait_finished(
         self, environments: list[str], since: float, timeout: float
-    ) -> dict[str, Finished | None]:
+    ) -> dict[str, EnvironmentOutcome | None]:
         """Wait until each environment finished a reconcile that started after ``since``."""
         deadline = time.monotonic() + timeout
 
-        def done() -> bool:
-            return (
-                all(
-                    (f := self._finished.get(e)) is not None and f.started >= since
-                    for e in environments
-                )
-                or self.stopping.is_set()
-            )
+        def finished(name: str) -> _Finished | None:
+            f = self._finished.get(name)
+            return f if f is not None and f.started >= since else None
 
         with self._state:
-            while not done():
+            while not self.stopping.is_set() and not all(finished(e) for e in environments):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._state.wait(min(left, 1.0))
-            return {
-                e: f if (f := self._finished.get(e)) and f.started >= since else None
-                for e in environments
-            }
+            return {e: (f.outcome if (f := finished(e)) else None) for e in environments}
 
-    def describe(self) -> dict[str, Any]:
-        """The daemon part of ``GET /api/v1/status``."""
-        return {
-            "pid": os.getpid(),
-            "started_at": self.started_at,
-            "ready": self.ready.is_set(),
-            "stopping": self.stopping.is_set(),
-            "running": self.running(),
-            "source_failures": self._failures,
-            "source_retry_in": max(0.0, round(self._backoff_until - time.monotonic(), 1)),
-        }
+    def describe(self) -> read_model.DaemonView:
+        return read_model.DaemonView(
+            pid=os.getpid(),
+            started_at=self.started_at,
+            ready=self.ready.is_set(),
+            stopping=self.stopping.is_set(),
+            running=self.running(),
+            source_failures=self._failures,
+            source_retry_in=max(0.0, round(self._backoff_until - time.monotonic(), 1)),
+        )
 
     def running(self) -> dict[str, str]:
         with self._state:
@@ -204,22 +201,22 @@ class Daemon:
         return time.monotonic() - self._heartbeat < max(120.0, 4 * self._tick())
 
     # ------------------------------------------------------------------ main loop
-    def run(self, serve: Callable[[Daemon], Callable[[], None]] | None = None) -> int:
-        """Run until SIGTERM/SIGINT; ``serve`` starts the API and returns its stop function."""
+    def run(self, serve: Callable[[Daemon], tuple[str, Callable[[], None]]] | None = None) -> int:
+        """Run until SIGTERM/SIGINT; ``serve`` starts the API: returns its URL and stop."""
         self.lock.acquire()
         stop_api: Callable[[], None] = lambda: None  # noqa: E731
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            killed = process_tree.kill_orphans(str(self.reconciler.runner.runs_dir))
+            killed = process_tree.kill_orphans(str(self.reconciler.adapters.runner.runs_dir))
             if killed:
                 log.warning("orphans_killed", pids=killed)
             if serve is not None:
-                stop_api = serve(self)
-            self._write_discovery()
-            self.snapshot = self.reconciler.refresh()
-            self._note_source(self.snapshot)
-            resumed = self.reconciler.resume_interrupted(self.snapshot)
-            self._start_triggers()
+                self.url, stop_api = serve(self)
+                discovery.write(self.discovery_path, self.url, self.started_at)
+            snapshot = self.reconciler.refresh()
+            self._note_source(snapshot)
+            resumed = self.reconciler.resume_interrupted(snapshot)
+            self._triggers.start()
             self.ready.set()
             systemd_notify.ready()
             systemd_notify.status(self._status_line())
@@ -231,7 +228,7 @@ class Daemon:
             stop_api()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            self._remove_discovery()
+            discovery.remove(self.discovery_path)
             self.lock.release()
         log.info("daemon_stopped")
         return 0
@@ -249,7 +246,7 @@ class Daemon:
                 continue
             if self.stopping.is_set():
                 break
-            time.sleep(debounce)  # let a burst of triggers land in this one cycle
+            self.stopping.wait(debounce)  # let a burst of triggers land in this one cycle
             self._wake.clear()
             with self._state:
                 requested, self._requested = self._requested, set()
@@ -263,7 +260,6 @@ class Daemon:
         except Exception:  # never let one bad cycle end the daemon
             log.exception("refresh_failed")
             return
-        self.snapshot = snapshot
         if fetch:
             self._note_source(snapshot)
         systemd_notify.status(self._status_line())
@@ -289,6 +285,7 @@ class Daemon:
     def _dispatch(
         self, name: str, environment: EnvironmentDesired, snapshot: DesiredSnapshot
     ) -> None:
+        assert snapshot.commit is not None
         with self._state:
             if self.stopping.is_set():
                 return
@@ -297,33 +294,36 @@ class Daemon:
                 self._pending.add(name)
                 if busy.environment != environment and not busy.cancel.is_set():
                     log.info("rollout_superseding", environment=name, by=snapshot.commit.sha[:12])
-                    busy.cancel.request("superseded")
+                    busy.cancel.request(StopReason.SUPERSEDED)
                 return
-            assert snapshot.commit is not None
             run = _EnvironmentRun(environment, snapshot.commit.sha, time.monotonic())
             self._running[name] = run
             run.future = self._pool.submit(self._reconcile, name, run, snapshot)
 
     def _reconcile(self, name: str, run: _EnvironmentRun, snapshot: DesiredSnapshot) -> None:
-        started = time.time()
         outcome: EnvironmentOutcome | None = None
-        error = ""
+
+        def adopted(new: DesiredSnapshot) -> None:
+            """Our own revert is in force: it is this reconcile's desired state now."""
+            found = new.state.environments.get(name) if new.state else None
+            if found is not None:
+                with self._state:
+                    run.environment = found
+
         try:
             outcome = self.reconciler.reconcile_environment(
-                run.environment, snapshot, cancel=run.cancel, abort=run.abort
+                run.environment, snapshot, cancel=run.cancel, abort=run.abort, on_revert=adopted
             )
-            rollouts = self.store.rollouts(name, limit=len(run.environment.groups) + 5)
-            self.metrics.reconciled(outcome, time.time() - started, rollouts)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             log.exception("reconcile_crashed", environment=name)
             self.store.update_environment(
-                name, time.time(), last_result="error", last_error=error[:500]
+                name, time.time(), last_result=EnvironmentResult.ERROR, last_error=error[:500]
             )
         finally:
             with self._state:
                 self._running.pop(name, None)
-                self._finished[name] = Finished(run.started, outcome, error)
+                self._finished[name] = _Finished(run.started, outcome)
                 again = name in self._pending and not self.stopping.is_set()
                 self._pending.discard(name)
                 self._state.notify_all()
@@ -333,45 +333,6 @@ class Daemon:
                     self._dispatch(name, current.state.environments[name], current)
 
     # ------------------------------------------------------------------ lifecycle
-    def _start_triggers(self) -> None:
-        source = self.settings.source
-        if source.poll_interval > 0:
-            self._scheduler.add_job(
-                self.request_sync,
-                IntervalTrigger(
-                    seconds=source.poll_interval, jitter=source.poll_interval * source.poll_jitter
-                ),
-                kwargs={"reason": "poll"},
-                id="poll",
-                max_instances=1,
-                coalesce=True,
-            )
-        if self.settings.daemon.resync_interval > 0:
-            self._scheduler.add_job(
-                self.request_sync,
-                IntervalTrigger(seconds=self.settings.daemon.resync_interval),
-                kwargs={"reason": "resync", "fetch": False},
-                id="resync",
-                max_instances=1,
-                coalesce=True,
-            )
-        self._scheduler.start()
-        watched = watch_path(self.settings)
-        if watched is not None:
-            threading.Thread(target=self._watch, args=(watched,), name="watch", daemon=True).start()
-
-    def _watch(self, path: Path) -> None:
-        from watchfiles import watch
-
-        log.info("watching", path=str(path))
-        try:
-            for _changes in watch(
-                path, stop_event=self.stopping, debounce=200, step=50, recursive=True
-            ):
-                self.request_sync(reason="watch")
-        except Exception:  # the poll still runs when the watcher dies
-            log.exception("watch_failed", path=str(path))
-
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if not self.stopping.is_set():
             log.info("shutdown_requested", signal=signal.Signals(signum).name)
@@ -381,13 +342,12 @@ class Daemon:
     def _shutdown(self) -> None:
         self.stopping.set()
         systemd_notify.stopping()
-        if self._scheduler.running:
-            self._scheduler.shutdown(wait=False)
+        self._triggers.stop()
         with self._state:
             runs = dict(self._running)
             self._pending.clear()
         for run in runs.values():
-            run.cancel.request("interrupted")
+            run.cancel.request(StopReason.INTERRUPTED)
         grace = self.settings.daemon.shutdown_grace
         deadline = time.monotonic() + grace
         for name, run in runs.items():
@@ -410,40 +370,12 @@ class Daemon:
         with self._state:
             self._state.notify_all()
 
-    # ------------------------------------------------------------------ discovery
     @property
     def discovery_path(self) -> Path:
         return self.settings.state_dir / "daemon.json"
-
-    def _write_discovery(self) -> None:
-        """Tell the CLI where the running daemon listens (``state_dir/daemon.json``)."""
-        if self.url is None:
-            return
-        data = {"pid": os.getpid(), "url": self.url, "started_at": self.started_at}
-        tmp = self.discovery_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
-        os.replace(tmp, self.discovery_path)
-
-    def _remove_discovery(self) -> None:
-        try:
-            data = json.loads(self.discovery_path.read_text(encoding="utf-8"))
-            if data.get("pid") == os.getpid():
-                self.discovery_path.unlink()
-        except (OSError, ValueError):
-            pass
 
     def _status_line(self) -> str:
         snapshot = self.snapshot
         commit = snapshot.commit.sha[:12] if snapshot and snapshot.commit else "none"
         source = "down" if snapshot and snapshot.source_error else "up"
         return f"commit {commit}, source {source}, {len(self._running)} reconciling"
-
-
-def watch_path(settings: Settings) -> Path | None:
-    """The local repository to watch, when ``source.watch`` is on (auto: local paths)."""
-    url = settings.source.url
-    local = Path(url[len("file://") :] if url.startswith("file://") else url)
-    is_local = "://" not in url or url.startswith("file://")
-    if settings.source.watch is False or not is_local or not local.is_dir():
-        return None
-    return local

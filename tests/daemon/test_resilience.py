@@ -7,7 +7,7 @@ import signal
 
 import psutil
 
-from reconciler.edges.ansible.process_tree import RUNS_DIR_ENV
+from reconciler.edges.ansible import RUNS_DIR_ENV
 from reconciler.record.sqlite import SqliteStateStore
 from reconciler.settings import Settings
 from tests.daemon.conftest import wait_for

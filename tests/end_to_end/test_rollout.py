@@ -59,7 +59,7 @@ def test_good_bump_goes_through_1_5_10_hosts(big_setup):
     assert "deploy step 1/3 (10%): deploying to 1 host(s)" in out
     assert "deploy step 2/3 (50%): deploying to 4 host(s)" in out
     assert "deploy step 3/3 (100%): deploying to 5 host(s)" in out
-    assert out.count("health gates: 1/1 passed") == 1
+    assert out.count("prod/web   health gates after the step (step 1): 1/1 passed") == 1
     for host in setup.groups["web"]:
         assert served_version(setup.port(host)) == "1.1.0"
     db = store(setup)

@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 import pytest
 
-from reconciler.edges.ansible.process_tree import RUN_IDENT_ENV
+from reconciler.edges.ansible import RUN_IDENT_ENV
 from reconciler.edges.ansible.runner import PlaybookRunner
 
 PLAYBOOKS = Path(__file__).parent / "playbooks"

@@ -10,13 +10,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.edges.ansible.runner import (
-    HostResult,
-    HostStatus,
-    PlaybookRun,
-    RunResult,
-    dump_unsafe_yaml,
-)
+from reconciler.edges.ansible import HostResult, HostStatus, PlaybookRun, RunResult
+from reconciler.edges.ansible.extravars import dump_unsafe_yaml
 
 
 def _run(**overrides: Any) -> PlaybookRun:

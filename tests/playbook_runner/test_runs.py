@@ -13,8 +13,8 @@ from typing import Any
 import psutil
 import pytest
 
-from reconciler.edges.ansible.process_tree import RUN_IDENT_ENV
-from reconciler.edges.ansible.runner import HostStatus, PlaybookRun, PlaybookRunner
+from reconciler.edges.ansible import RUN_IDENT_ENV, HostStatus, PlaybookRun
+from reconciler.edges.ansible.runner import PlaybookRunner
 
 from .conftest import PLAYBOOKS, local_host, marked_processes, unreachable_host
 

@@ -1,93 +1,39 @@
-"""Logic of one group's rollout with fakes of our own runner/checker/reverter interfaces.
+"""Logic of one group's rollout with fakes of our own runner/checker/reverter Protocols.
 
 The real adapters are exercised in tests/end_to_end; here the store is the real SQLite store and
-only the playbook runner, the health checker and the Git reverter are small fakes.
+only the playbook runner, the health checker and the Git reverter are the small fakes of
+``reconciler.testing.fakes``.
 """
 
 from __future__ import annotations
 
-import threading
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host, Rollout
 from reconciler.desired.schema import HealthCheck, HttpGate
-from reconciler.edges.ansible.runner import HostResult, HostStatus, RunResult
-from reconciler.edges.gates.checker import GateResult
-from reconciler.plan import canary as planning
+from reconciler.plan import canary, policy
 from reconciler.record.sqlite import SqliteStateStore
-from reconciler.rollout import group as rollout
+from reconciler.rollout.group import Deployment, GroupRollout
+from reconciler.rollout.ports import Adapters, SilentReporter, StopRequest
 from reconciler.settings import ExecutionSettings
+from reconciler.states import GroupState, PushStatus, RolloutState, StopReason
+from reconciler.testing.fakes import FakeChecker, FakeReverter, FakeRunner
 
 HOSTS = [f"web-{i:02d}" for i in range(1, 11)]
+COHORT = canary.cohort("prod", "web", HOSTS)
 
 
-class FakeRunner:
-    def __init__(self, failing: set[str] = frozenset()) -> None:
-        self.failing = failing
-        self.calls: list[tuple[tuple[str, ...], dict[str, str]]] = []
-
-    def run(self, run, **_):
-        self.calls.append((run.hosts, dict(run.extra_vars["reconciler_apps"])))
-        hosts = {
-            h: HostResult(
-                h,
-                HostStatus.FAILED if h in self.failing else HostStatus.OK,
-                True,
-                "boom" if h in self.failing else "",
-            )
-            for h in run.hosts
-        }
-        outcome = "failed" if set(run.hosts) & self.failing else "successful"
-        return RunResult("id", outcome, 0, hosts, 0.1, Path("/nonexistent"), "")
-
-
-class FakeChecker:
-    def __init__(
-        self, bad_version: str | None = None, cancel_on_call: threading.Event | None = None
-    ):
-        self.bad_version = bad_version
-        self.cancel_on_call = cancel_on_call
-        self.calls: list[list[tuple[str, str]]] = []
-
-    def evaluate(self, checks, targets, *, environment="", group="", cancel=None):
-        self.calls.append([(t.host.name, t.version) for t in targets])
-        if self.cancel_on_call is not None:
-            self.cancel_on_call.set()
-        return [
-            GateResult(
-                "http",
-                "http",
-                t.host.name,
-                t.app,
-                t.version != self.bad_version,
-                False,
-                1,
-                "status 500" if t.version == self.bad_version else "status 200",
-                0.0,
-            )
-            for t in targets
-        ]
-
-
-class FakeReverter:
-    def __init__(self) -> None:
-        self.calls: list[dict] = []
-
-    def revert(self, **kwargs):
-        self.calls.append(kwargs)
-        return "pushed", "revert abc"
-
-
-def group(version: str, *, max_failed: int | str = 0, hosts=HOSTS) -> GroupDesired:
+def group(version: str, *, max_failed: int | str = 0, bake: float = 0.0) -> GroupDesired:
     return GroupDesired(
         name="web",
         apps={"shop": version},
-        hosts=tuple(Host(h, "127.0.0.1") for h in hosts),
+        hosts=tuple(Host(h, "127.0.0.1") for h in HOSTS),
         after=(),
         playbook="deploy-app.yml",
-        rollout=Rollout(canary=(10, 50, 100), max_failed_hosts=max_failed),
+        rollout=Rollout(canary=(10, 50, 100), bake_s=bake, max_failed_hosts=max_failed),
         health=(HealthCheck(http=HttpGate(url="http://{host}/")),),
         timeout_s=30,
     )
@@ -102,20 +48,29 @@ def store(tmp_path):
     return SqliteStateStore(tmp_path / "state.db")
 
 
+class Recorder(SilentReporter):
+    def __init__(self) -> None:
+        self.finished = []
+
+    def rollout_finished(self, environment, outcome, duration_s):
+        self.finished.append(outcome)
+
+
 def run(store, g, recorded, *, runner=None, checker=None, reverter=None, cancel=None):
     runner = runner or FakeRunner()
     checker = checker or FakeChecker()
-    engine = rollout.GroupRollout(
-        store=store,
-        runner=runner,
-        checker=checker,
-        execution=ExecutionSettings(),
-        reporter=rollout.SilentReporter(),
-        reverter=reverter,
+    reporter = Recorder()
+    adapters = Adapters(store, runner, checker, reverter, reporter)
+    engine = GroupRollout(
+        adapters,
+        ExecutionSettings(),
+        environment(g),
+        g,
+        Deployment(Path("/repo"), "c0ffee", "r1"),
         cancel=cancel,
     )
-    plan = planning.plan_group("prod", g, recorded)
-    outcome = engine.run(environment(g), g, plan, rollout.Deployment(Path("/repo"), "c0ffee", "r1"))
+    outcome = engine.run(canary.plan_group("prod", g, recorded))
+    assert reporter.finished == [outcome], "every rollout is reported once, at its end"
     return outcome, runner, checker
 
 
@@ -125,10 +80,11 @@ def on_v1() -> dict[tuple[str, str], str]:
 
 def test_good_bump_runs_three_gated_steps(store):
     outcome, runner, checker = run(store, group("2"), on_v1())
-    assert outcome.state == "succeeded"
+    assert outcome.state == GroupState.SUCCEEDED
     assert [len(hosts) for hosts, _ in runner.calls] == [1, 4, 5]
     assert [len(c) for c in checker.calls] == [1, 4, 5]
     assert {d.version for d in store.deployed("prod")} == {"2"}
+    assert store.rollouts("prod")[0].state == RolloutState.SUCCEEDED
 
 
 def test_failed_gate_rolls_back_only_the_canary_and_quarantines(store):
@@ -136,58 +92,71 @@ def test_failed_gate_rolls_back_only_the_canary_and_quarantines(store):
     outcome, runner, _ = run(
         store, group("2"), on_v1(), checker=FakeChecker("2"), reverter=reverter
     )
-    assert outcome.state == "rolled_back"
-    canary = runner.calls[0][0]
-    assert runner.calls == [(canary, {"shop": "2"}), (canary, {"shop": "1"})]
+    assert outcome.state == GroupState.ROLLED_BACK
+    canary_host = runner.calls[0][0]
+    assert runner.calls == [(canary_host, {"shop": "2"}), (canary_host, {"shop": "1"})]
     assert "gate http failed on" in outcome.reason and "status 500" in outcome.reason
     assert {d.version for d in store.deployed("prod")} == {"1"}
-    [call] = reverter.calls
-    assert (call["failed"], call["restore"], call["commit"]) == (
+    [request] = reverter.calls
+    assert (request.failed_versions, request.restore_versions, request.offending_sha) == (
         {"shop": "2"},
         {"shop": "1"},
         "c0ffee",
     )
+    assert outcome.revert is not None and outcome.revert.status is PushStatus.PUSHED
     quarantine = store.quarantine("prod", "web")
-    assert quarantine.fingerprint == rollout.fingerprint({"shop": "2"})
+    assert quarantine.fingerprint == policy.fingerprint({"shop": "2"})
     assert quarantine.revert.startswith("pushed")
     [record] = store.rollouts("prod")
-    assert record.state == "rolled_back"
+    assert record.state == RolloutState.ROLLED_BACK
     steps = store.steps(record.id)
     assert [(s.phase, s.state) for s in steps] == [
         ("deploy", "succeeded"),
         ("rollback", "succeeded"),
     ]
     assert steps[0].gate_results[0]["passed"] is False
+    assert steps[0].gate_results[0]["checkpoint"] == "after_step"
+    assert steps[1].gate_results[0]["checkpoint"] == "after_rollback"
 
 
-def test_playbook_failures_within_tolerance_continue(store):
-    failing = {planning.cohort("prod", "web", HOSTS)[3]}  # a host of step 2
+def test_playbook_failures_within_tolerance_end_degraded(store):
+    failing = {COHORT[3]}  # a host of step 2
     outcome, runner, _ = run(store, group("2", max_failed=1), on_v1(), runner=FakeRunner(failing))
-    assert outcome.state == "succeeded" and set(outcome.failed_hosts) == failing
+    assert outcome.state == GroupState.DEGRADED and set(outcome.failed_hosts) == failing
     assert len(runner.calls) == 3
-    assert store.rollouts("prod")[0].state == "degraded"
+    record = store.rollouts("prod")[0]
+    assert record.state == RolloutState.DEGRADED
+    assert record.reason == f"tolerated failures: {COHORT[3]}"
     recorded = {d.host: d.version for d in store.deployed("prod")}
     assert set(recorded) == set(HOSTS) - failing, "a failed host is not recorded as deployed"
     assert set(recorded.values()) == {"2"}
 
 
 def test_playbook_failures_beyond_tolerance_roll_back_every_touched_host(store):
-    cohort = planning.cohort("prod", "web", HOSTS)
-    outcome, runner, _ = run(store, group("2"), on_v1(), runner=FakeRunner({cohort[2]}))
-    assert outcome.state in ("rolled_back", "failed")
-    touched = set(cohort[:5])
+    # the host fails version 2 only, so the rollback to 1 works: rolled back, not failed
+    runner = FakeRunner({COHORT[2]}, failing_versions={"2"})
+    outcome, runner, _ = run(store, group("2"), on_v1(), runner=runner)
+    assert outcome.state == GroupState.ROLLED_BACK
+    assert "1 of 4 hosts failed the playbook (tolerated 0)" in outcome.reason
     rollback_hosts = {h for hosts, apps in runner.calls if apps == {"shop": "1"} for h in hosts}
-    assert rollback_hosts == touched
-    assert not any(set(hosts) & set(cohort[5:]) for hosts, _ in runner.calls)
+    assert rollback_hosts == set(COHORT[:5])
+    assert not any(set(hosts) & set(COHORT[5:]) for hosts, _ in runner.calls)
+
+
+def test_a_rollback_that_fails_ends_the_rollout_failed(store):
+    runner = FakeRunner({COHORT[2]})  # fails every version: the rollback fails there too
+    outcome, _, _ = run(store, group("2"), on_v1(), runner=runner)
+    assert outcome.state == GroupState.FAILED
+    assert f"rollback failed on {COHORT[2]}" in outcome.reason
+    assert store.rollouts("prod")[0].state == RolloutState.FAILED
 
 
 def test_rollback_batches_hosts_by_their_previous_versions(store):
     recorded = on_v1()
-    cohort = planning.cohort("prod", "web", HOSTS)
-    recorded[(cohort[0], "shop")] = "0.9"
+    recorded[(COHORT[0], "shop")] = "0.9"
     outcome, runner, _ = run(store, group("2"), recorded, checker=FakeChecker("2"))
-    assert outcome.state == "rolled_back"
-    assert runner.calls[1:] == [((cohort[0],), {"shop": "0.9"})]
+    assert outcome.state == GroupState.ROLLED_BACK
+    assert runner.calls[1:] == [((COHORT[0],), {"shop": "0.9"})]
 
 
 def test_first_deployment_has_nothing_to_roll_back_to(store):
@@ -195,41 +164,113 @@ def test_first_deployment_has_nothing_to_roll_back_to(store):
     outcome, runner, _ = run(store, group("2"), {}, checker=FakeChecker("2"), reverter=reverter)
     assert len(runner.calls) == 1  # no rollback playbook: there is no last good version
     assert "no last good version" in outcome.reason
-    assert reverter.calls == [] and outcome.revert.startswith("pending")
+    assert reverter.calls == [] and outcome.revert_text.startswith("pending")
 
 
 def test_a_newer_commit_supersedes_a_rollout_waiting_on_gates(store):
-    cancel = threading.Event()
-    outcome, runner, _ = run(
-        store, group("2"), on_v1(), checker=FakeChecker(None, cancel), cancel=cancel
-    )
-    assert outcome.state == "superseded"
+    cancel = StopRequest()
+    checker = FakeChecker(on_call=lambda _n: cancel.request(StopReason.SUPERSEDED))
+    outcome, runner, _ = run(store, group("2"), on_v1(), checker=checker, cancel=cancel)
+    assert outcome.state == GroupState.SUPERSEDED
     assert len(runner.calls) == 1, "finish the current step, start no other, roll nothing back"
-    assert store.rollouts("prod")[0].state == "superseded"
+    assert store.rollouts("prod")[0].state == RolloutState.SUPERSEDED
     assert store.quarantine("prod", "web") is None
 
 
-def test_bake_holds_each_step_and_checks_the_gates_again(store):
-    g = group("2")
-    g = GroupDesired(**{**g.__dict__, "rollout": Rollout(canary=(10, 50, 100), bake_s=0.05)})
-    outcome, _, checker = run(store, g, on_v1())
-    assert outcome.state == "succeeded"
-    assert [len(c) for c in checker.calls] == [1, 1, 4, 4, 5, 5]
+def test_a_shutdown_interrupts_between_steps(store):
+    cancel = StopRequest()
+    checker = FakeChecker(on_call=lambda _n: cancel.request(StopReason.INTERRUPTED))
+    outcome, runner, _ = run(store, group("2"), on_v1(), checker=checker, cancel=cancel)
+    assert outcome.state == GroupState.INTERRUPTED and len(runner.calls) == 1
+    assert store.rollouts("prod")[0].state == RolloutState.INTERRUPTED
+
+
+class BakeClock(StopRequest):
+    """Records each bake (a wait on the stop request) in ``events``; never really waits."""
+
+    def __init__(self, events: list) -> None:
+        super().__init__()
+        self.events = events
+
+    def wait(self, timeout=None):
+        self.events.append(("bake", timeout))
+        return False
+
+
+def test_bake_holds_each_step_between_two_gate_checks(store):
+    events: list = []
+    checker = FakeChecker(on_call=lambda n: events.append(("gates", n)))
+    outcome, _, _ = run(
+        store, group("2", bake=30), on_v1(), checker=checker, cancel=BakeClock(events)
+    )
+    assert outcome.state == GroupState.SUCCEEDED
+    assert events == [
+        ("gates", 1), ("bake", 30), ("gates", 2),
+        ("gates", 3), ("bake", 30), ("gates", 4),
+        ("gates", 5), ("bake", 30), ("gates", 6),
+    ]  # fmt: skip
+    steps = store.steps(store.rollouts("prod")[0].id)
+    assert [g["checkpoint"] for g in steps[0].gate_results] == [
+        "after_step",
+        "after_bake",
+    ]
 
 
 def test_a_failure_found_after_bake_still_rolls_back(store):
-    class LateFailure(FakeChecker):
-        def evaluate(self, checks, targets, **kwargs):
-            results = super().evaluate(checks, targets, **kwargs)
-            if len(self.calls) == 2:  # healthy right after the step, broken after the bake
-                return [
-                    GateResult(r.gate, r.kind, r.host, r.app, False, False, 1, "late", 0)
-                    for r in results
-                ]
-            return results
-
-    g = group("2")
-    g = GroupDesired(**{**g.__dict__, "rollout": Rollout(canary=(10, 50, 100), bake_s=0.01)})
-    outcome, runner, _ = run(store, g, on_v1(), checker=LateFailure())
-    assert outcome.state == "rolled_back" and "late" in outcome.reason
+    # healthy right after the step, broken after the bake
+    checker = FakeChecker(verdicts=lambda number, target: number != 2)
+    outcome, runner, _ = run(
+        store, group("2", bake=30), on_v1(), checker=checker, cancel=BakeClock([])
+    )
+    assert outcome.state == GroupState.ROLLED_BACK
+    assert "step 1: after the bake: gate http failed" in outcome.reason
     assert len(runner.calls) == 2
+
+
+def test_an_engine_that_raises_ends_the_rollout_failed_with_the_error(store):
+    def explode(number: int) -> None:
+        raise RuntimeError("checker exploded")
+
+    outcome, _, _ = run(store, group("2"), on_v1(), checker=FakeChecker(on_call=explode))
+    assert outcome.state == GroupState.FAILED
+    assert outcome.reason == "internal error: RuntimeError: checker exploded"
+    [record] = store.rollouts("prod")
+    assert record.state == RolloutState.FAILED and record.finished_at is not None
+    assert "checker exploded" in record.reason
+    assert store.unfinished_rollouts() == []
+
+
+def test_a_revert_pushed_is_made_the_commit_in_force(store):
+    adopted = []
+    g = group("2")
+    adapters = Adapters(store, FakeRunner(), FakeChecker("2"), FakeReverter())
+    engine = GroupRollout(
+        adapters,
+        ExecutionSettings(),
+        environment(g),
+        g,
+        Deployment(Path("/repo"), "c0ffee", "r1"),
+        on_reverted=lambda: adopted.append(store.quarantine("prod", "web")),
+    )
+    outcome = engine.run(canary.plan_group("prod", g, on_v1()))
+    assert outcome.state == GroupState.ROLLED_BACK
+    [quarantine] = adopted
+    assert quarantine is not None, "the quarantine is written before the revert is adopted"
+
+
+@pytest.mark.parametrize("status", [PushStatus.CONFLICT, PushStatus.DISABLED, PushStatus.ERROR])
+def test_a_revert_not_pushed_is_pending_and_not_adopted(store, status):
+    adopted = []
+    g = group("2")
+    adapters = Adapters(store, FakeRunner(), FakeChecker("2"), FakeReverter(status))
+    engine = GroupRollout(
+        adapters,
+        ExecutionSettings(),
+        environment(g),
+        g,
+        Deployment(Path("/repo"), "c0ffee", "r1"),
+        on_reverted=lambda: adopted.append(True),
+    )
+    outcome = engine.run(canary.plan_group("prod", g, on_v1()))
+    assert adopted == [] and outcome.revert_text.startswith(f"pending ({status})")
+    assert dataclasses.replace(outcome.revert, detail="x").status is status

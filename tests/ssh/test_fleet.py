@@ -9,7 +9,8 @@ import psutil
 import pytest
 
 from reconciler import content
-from reconciler.edges.ansible.runner import HostStatus, PlaybookRun, PlaybookRunner
+from reconciler.edges.ansible import HostStatus, PlaybookRun
+from reconciler.edges.ansible.runner import PlaybookRunner
 from reconciler.testing.fleet import served_version
 from reconciler.testing.ssh_fleet import SshFleet
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.desired import loading as validation
+from reconciler.service import wiring
 
 INVENTORY = """\
 [web]
@@ -45,14 +45,14 @@ def repo(tmp_path: Path) -> Path:
 
 def problems(repo: Path, text: str, name: str = "prod.yaml") -> list[str]:
     (repo / "environments" / name).write_text(text)
-    result = validation.load_repository(repo)
+    result = wiring.load_repository(repo)
     assert (result.state is None) == bool(result.problems)
     return [str(p) for p in result.problems]
 
 
 def test_valid_repository_resolves_groups_hosts_and_defaults(repo):
     assert problems(repo, VALID) == []
-    state = validation.load_repository(repo).state
+    state = wiring.load_repository(repo).state
     env = state.environments["prod"]
     assert list(env.groups) == ["web", "worker"]
     web = env.groups["web"]
@@ -67,7 +67,7 @@ def test_group_rollout_overrides_only_the_keys_it_sets(repo):
         '      shop: "1.0.0"\n', '      shop: "1.0.0"\n    rollout: {canary: [100]}\n'
     )
     assert problems(repo, text) == []
-    web = validation.load_repository(repo).state.environments["prod"].groups["web"]
+    web = wiring.load_repository(repo).state.environments["prod"].groups["web"]
     assert web.rollout.canary == (100,) and web.rollout.bake_s == 5.0
 
 
@@ -230,7 +230,7 @@ def test_one_invalid_file_rejects_the_whole_repository(repo):
     )
     assert problems(repo, VALID) == []
     assert problems(repo, VALID.replace('"1.0.0"', '"{{x}}"')) != []
-    assert validation.load_repository(repo).state is None
+    assert wiring.load_repository(repo).state is None
 
 
 def test_unparseable_inventory(repo):
@@ -263,7 +263,7 @@ def test_validate_command_prints_file_line_and_exits_1(repo):
 
 def test_shipped_example_is_valid():
     example = Path(__file__).resolve().parents[2] / "desired-state-example"
-    result = validation.load_repository(example)
+    result = wiring.load_repository(example)
     assert result.problems == ()
     assert set(result.state.environments) == {"production", "staging"}
 

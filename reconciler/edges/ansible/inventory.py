@@ -15,23 +15,12 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.desired.inventories import Inventory, InventoryError
 from reconciler.desired.model import Host
 
-
-class InventoryError(Exception):
-    """The inventory could not be parsed."""
-
-
-@dataclass(frozen=True)
-class Inventory:
-    groups: Mapping[str, tuple[str, ...]]
-    hosts: Mapping[str, Host]
-
-    def group_hosts(self, group: str) -> tuple[Host, ...]:
-        return tuple(self.hosts[name] for name in self.groups.get(group, ()))
+__all__ = ["Inventory", "InventoryError", "clear_cache", "content_key", "load"]
 
 
 def _ports(value: object) -> dict[str, int]:

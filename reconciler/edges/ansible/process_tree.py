@@ -3,7 +3,7 @@
 Contract
 --------
 Every process started for a run inherits the environment variable
-``RECONCILER_RUN_IDENT=<ident>`` (set by :mod:`reconciler.playbook_runner`).
+``RECONCILER_RUN_IDENT=<ident>`` (set by :mod:`reconciler.edges.ansible.runner`).
 :func:`kill_run` kills exactly the processes that
 
 * are descendants of the *current* process (``psutil.Process().children(recursive=True)``), and
@@ -36,14 +36,11 @@ import time
 
 import psutil
 
+from reconciler.edges.ansible import RUN_IDENT_ENV, RUNS_DIR_ENV
+
 __all__ = ["RUNS_DIR_ENV", "RUN_IDENT_ENV", "find_run_processes", "kill_orphans", "kill_run"]
 
 log = logging.getLogger(__name__)
-
-#: Name of the environment variable that marks a run's processes.
-RUN_IDENT_ENV = "RECONCILER_RUN_IDENT"
-#: Name of the environment variable naming the runs directory a run belongs to.
-RUNS_DIR_ENV = "RECONCILER_RUNS_DIR"
 
 _MAX_SCAN_ROUNDS = 20
 

@@ -119,6 +119,10 @@ class GateResult:
     detail: str
     duration_s: float
 
+    @property
+    def verdict(self) -> str:
+        return "passed" if self.passed else "inconclusive" if self.inconclusive else "failed"
+
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["duration_s"] = round(self.duration_s, 3)

@@ -1,0 +1,169 @@
+"""Read commands: ``validate``, ``diff``, ``plan``, ``status``, ``history``.
+
+None of them writes anywhere: the desired state is refreshed without recording (the store's
+source facts stay what the daemon wrote), and the store is only read. ``status`` and
+``history`` ask the running daemon when there is one and otherwise build the very same read
+models from the store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from reconciler.cli.app import (
+    ConfigOption,
+    EnvOption,
+    OutputOption,
+    app,
+    console,
+    errors,
+    fail,
+    settings,
+    source_settings,
+)
+from reconciler.cli.daemon_calls import daemon_call, discover
+from reconciler.plan import canary
+from reconciler.report import history as history_model
+from reconciler.report import status as read_model
+from reconciler.report import terminal
+from reconciler.report.terminal import Output
+from reconciler.rollout.reconciler import Reconciler
+from reconciler.service import wiring
+from reconciler.source.refresh import DesiredSnapshot
+
+
+@app.command()
+def validate(
+    path: Annotated[Path, typer.Argument(help="Desired-state repository (work tree).")] = Path("."),
+) -> None:
+    """Validate a desired-state repository; print file:line: message for every problem."""
+    result = wiring.load_repository(path)
+    for problem in result.problems:
+        console.print(Text(str(problem)))
+    if result.state is None:
+        fail(f"{len(result.problems)} problem(s); nothing would be deployed")
+    environments = result.state.environments
+    hosts = sum(len(g.hosts) for e in environments.values() for g in e.groups.values())
+    console.print(
+        f"ok: {len(environments)} environment(s), "
+        f"{sum(len(e.groups) for e in environments.values())} group(s), {hosts} host(s)"
+    )
+
+
+def _desired(snapshot: DesiredSnapshot) -> DesiredSnapshot:
+    """Say what is wrong with the source; exit 1 when there is no valid desired state."""
+    if snapshot.source_error:
+        shown = terminal.short(snapshot.commit.sha if snapshot.commit else None)
+        errors.print(
+            Text(f"source: fetch failed, showing commit {shown} as of the last fetch: ", "yellow")
+            + Text(snapshot.source_error)
+        )
+    for problem in snapshot.problems:
+        errors.print(
+            Text(
+                f"rejected {terminal.short(snapshot.tip.sha if snapshot.tip else None)}: {problem}"
+            )
+        )
+    if snapshot.state is None:
+        fail("no valid desired state available")
+    return snapshot
+
+
+def _read(config: Path | None) -> tuple[Reconciler, DesiredSnapshot]:
+    reconciler = wiring.build(source_settings(config), record=False)
+    return reconciler, _desired(reconciler.refresh())
+
+
+@app.command()
+def diff(
+    config: ConfigOption = None, env: EnvOption = None, output: OutputOption = Output.TABLE
+) -> None:
+    """Desired (Git) vs recorded (deployed) versions.
+
+    Exit 0 in sync, 1 when anything drifted, 2 when the fetch failed (the diff shown is then
+    as of the last fetched commit, and may be stale).
+    """
+    reconciler, snapshot = _read(config)
+    assert snapshot.state is not None and snapshot.commit is not None
+    rows = [
+        row
+        for name, environment in snapshot.state.environments.items()
+        if not env or name in env
+        for row in canary.drift(environment, reconciler.store.recorded_versions(name))
+    ]
+    terminal.diff(console, rows, snapshot.commit.sha, output)
+    if snapshot.source_error:
+        raise typer.Exit(2)
+    if rows:
+        raise typer.Exit(1)
+
+
+@app.command()
+def plan(
+    config: ConfigOption = None, env: EnvOption = None, output: OutputOption = Output.TABLE
+) -> None:
+    """Show what a sync would do: per group, the canary steps and their hosts."""
+    reconciler, snapshot = _read(config)
+    assert snapshot.state is not None and snapshot.commit is not None
+    suspended = {s.environment for s in reconciler.store.environment_statuses() if s.suspended}
+    plans = [
+        (
+            canary.plan_environment(environment, reconciler.store.recorded_versions(name)),
+            name in suspended,
+        )
+        for name, environment in snapshot.state.environments.items()
+        if not env or name in env
+    ]
+    terminal.plan(console, plans, snapshot.commit.sha, output)
+    if snapshot.source_error:
+        raise typer.Exit(2)
+
+
+@app.command()
+def status(config: ConfigOption = None, output: OutputOption = Output.TABLE) -> None:
+    """Per environment: result, hosts in sync, commits, errors; the source; quarantines."""
+    loaded = settings(config)
+    client = discover(loaded)
+    if client is not None:
+        view = daemon_call(client.status)
+        terminal.status(
+            console,
+            view,
+            output,
+            f"daemon {client.url} (pid {view.daemon.pid if view.daemon else '?'})",
+        )
+        return
+    store = wiring.open_store(loaded)
+    snapshot = None
+    if loaded.source.url:
+        snapshot = wiring.desired_source(loaded, store, record=False).refresh(fetch=False)
+    view = read_model.build(store, snapshot, url=loaded.source.url, branch=loaded.source.branch)
+    terminal.status(console, view, output, "state store")
+
+
+@app.command()
+def history(
+    config: ConfigOption = None,
+    env: Annotated[str | None, typer.Option("--env", "-e")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 20,
+    steps: Annotated[bool, typer.Option(help="Show each rollout's steps.")] = True,
+    output: OutputOption = Output.TABLE,
+) -> None:
+    """Rollouts, newest first, with their steps (hosts per step) and outcome."""
+    loaded = settings(config)
+    client = discover(loaded)
+    if client is not None:
+        rollouts = daemon_call(lambda: client.rollouts(env, limit))
+        if steps:
+            rollouts = [daemon_call(lambda r=r: client.rollout(r.id)) for r in rollouts]
+    else:
+        store = wiring.open_store(loaded)
+        rollouts = [
+            history_model.rollout_view(r, store.steps(r.id) if steps else None)
+            for r in store.rollouts(env, limit)
+        ]
+    terminal.history(console, rollouts, output)

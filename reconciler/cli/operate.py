@@ -1,0 +1,229 @@
+"""Commands that change things: ``sync``, ``rollback``, ``suspend``, ``resume``, ``run``, ``demo``.
+
+``sync``, ``suspend`` and ``resume`` go through the running daemon when there is one; otherwise
+``sync`` reconciles here, in the foreground, holding the state dir's lock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from reconciler.cli.app import (
+    ConfigOption,
+    EnvOption,
+    app,
+    console,
+    errors,
+    fail,
+    settings,
+    source_settings,
+)
+from reconciler.cli.daemon_calls import daemon_call, discover
+from reconciler.desired import messages
+from reconciler.desired.schema import VERSION_RE
+from reconciler.report import terminal
+from reconciler.report.client import DaemonClient
+from reconciler.report.progress import ProgressReporter
+from reconciler.service import wiring
+from reconciler.service.leadership import AlreadyRunning, StateDirLock
+from reconciler.states import EnvironmentResult, RolloutState
+from reconciler.support import logs
+
+
+def _sync_through_daemon(client: DaemonClient, env: list[str] | None, timeout: float) -> None:
+    failed = False
+    table = Table("environment", "result", "groups", title=f"sync through {client.url}")
+    for environment in env or [None]:
+        with console.status(f"daemon reconciling {environment or 'every environment'}"):
+            answer = daemon_call(lambda e=environment: client.sync(e, timeout))
+        for name, outcome in answer["finished"].items():
+            if outcome is None:
+                failed = True
+                table.add_row(name, Text("still running", style="yellow"), "")
+                continue
+            failed = failed or not EnvironmentResult(outcome["result"]).ok
+            groups = ", ".join(f"{g}={o['state']}" for g, o in outcome["groups"].items())
+            table.add_row(name, outcome["result"], groups)
+    console.print(table)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def sync(
+    config: ConfigOption = None,
+    env: EnvOption = None,
+    once: Annotated[bool, typer.Option("--once", help="Reconcile now, in the foreground.")] = True,
+    timeout: Annotated[float, typer.Option(help="Through a daemon: longest wait, s.")] = 3600,
+) -> None:
+    """Reconcile now; exit 1 when a commit was rejected or any host or group failed.
+
+    With a running daemon the reconcile runs there (this waits for it); otherwise here,
+    holding the state dir's lock. Results ``applied``, ``in_sync``, ``degraded`` (host failures
+    within max_failed_hosts), ``deferred`` and ``suspended`` exit 0.
+    """
+    loaded = source_settings(config)
+    client = discover(loaded)
+    if client is not None:
+        _sync_through_daemon(client, env, timeout)
+        return
+    reconciler = wiring.build(loaded)
+    reconciler.adapters = dataclasses.replace(
+        reconciler.adapters, reporter=ProgressReporter(console)
+    )
+    try:
+        with StateDirLock(loaded.lock_path):
+            for record in reconciler.resume_interrupted(reconciler.refresh()):
+                errors.print(
+                    Text("resumed", style="yellow")
+                    + Text(
+                        f" interrupted rollout {record.id} ({record.environment}/{record.group})"
+                    )
+                )
+            result = reconciler.reconcile_once(set(env) if env else None)
+    except AlreadyRunning as exc:
+        fail(f"{exc}: its API did not answer; try again or stop it", 2)
+    snapshot = result.snapshot
+    if snapshot.source_error:
+        errors.print(Text("source: ", style="yellow") + Text(snapshot.source_error))
+    for problem in snapshot.problems:
+        tip = terminal.short(snapshot.tip.sha if snapshot.tip else None)
+        errors.print(Text(f"rejected {tip}: {problem}"))
+    if snapshot.state is None or snapshot.commit is None:
+        fail("no valid desired state: nothing deployed")
+    table = Table(
+        "environment",
+        "result",
+        "groups",
+        title=f"sync of {terminal.short(snapshot.commit.sha)}",
+    )
+    for outcome in result.environments:
+        table.add_row(
+            outcome.environment,
+            str(outcome.result),
+            ", ".join(f"{g.group}={g.state}" for g in outcome.groups) or outcome.error,
+        )
+    console.print(table)
+    if result.failed or snapshot.problems:
+        raise typer.Exit(1)
+
+
+@app.command()
+def rollback(
+    env: Annotated[str, typer.Option("--env", "-e", help="Environment.")],
+    group: Annotated[str, typer.Option("--group", "-g", help="Inventory group.")],
+    to: Annotated[
+        str | None, typer.Option("--to", help="Version to go back to (default: the last good).")
+    ] = None,
+    app_name: Annotated[
+        str | None,
+        typer.Option("--app", help="App to roll back (needed if the group has several)."),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Commit (and push) the group's previous versions; the daemon then converges to them."""
+    loaded = source_settings(config)
+    reconciler = wiring.build(loaded, record=False)
+    snapshot = reconciler.refresh()
+    environment = snapshot.state.environments.get(env) if snapshot.state else None
+    if environment is None or group not in environment.groups:
+        fail(f"no group {group!r} in environment {env!r}", 2)
+    current = dict(environment.groups[group].apps)
+    if to is not None:
+        if not VERSION_RE.fullmatch(to):
+            fail(f"invalid version {to!r}", 2)
+        if app_name is None and len(current) > 1:
+            fail(f"{group} runs {', '.join(current)}: choose one with --app", 2)
+        target = {app_name or next(iter(current)): to}
+    else:
+        good = (RolloutState.SUCCEEDED, RolloutState.DEGRADED)
+        previous = next(
+            (
+                r.apps
+                for r in reconciler.store.rollouts(env, limit=200)
+                if r.group == group and r.state in good and dict(r.apps) != current
+            ),
+            None,
+        )
+        if previous is None:
+            fail("no earlier successful rollout recorded; pass --to VERSION")
+        target = {a: v for a, v in previous.items() if a in current}
+    message = messages.operator_rollback_message(
+        env, group, {a: current[a] for a in target}, target, getpass.getuser()
+    )
+    result = wiring.git_writer(loaded).commit_group_versions(
+        env_file=environment.source_file, group=group, versions=target, message=message
+    )
+    console.print(
+        Text(
+            f"rollback {env}/{group} -> {', '.join(f'{a}={v}' for a, v in target.items())}: "
+            f"{result.status}"
+            + (f" {result.sha[:12]}" if result.sha else "")
+            + f" ({result.detail})"
+        )
+    )
+    if str(result.status) not in ("pushed", "noop"):
+        raise typer.Exit(1)
+
+
+def _set_suspended(environment: str, suspended: bool, config: Path | None) -> None:
+    loaded = settings(config)
+    client = discover(loaded)
+    if client is not None:
+        daemon_call(lambda: client.set_suspended(environment, suspended))
+    else:
+        wiring.open_store(loaded).update_environment(environment, time.time(), suspended=suspended)
+    console.print(f"{environment}: {'suspended' if suspended else 'resumed'}")
+
+
+@app.command()
+def suspend(environment: str, config: ConfigOption = None) -> None:
+    """Stop changing an environment (it is still diffed and reported)."""
+    _set_suspended(environment, True, config)
+
+
+@app.command()
+def resume(environment: str, config: ConfigOption = None) -> None:
+    """Resume reconciling a suspended environment."""
+    _set_suspended(environment, False, config)
+
+
+@app.command()
+def run(config: ConfigOption = None) -> None:
+    """Run the daemon: poll/watch Git and take webhooks, reconcile, serve the API and metrics.
+
+    Stops on SIGTERM/SIGINT after running playbook steps finish (daemon.shutdown_grace).
+    """
+    from reconciler.service.daemon import Daemon
+
+    loaded = source_settings(config)
+    logs.configure(loaded.daemon.log_level, loaded.daemon.log_format)
+    try:
+        code = Daemon(loaded, wiring.build(loaded)).run(serve=wiring.serve(loaded))
+    except AlreadyRunning as exc:
+        fail(str(exc), 2)
+    except (OSError, ValueError, RuntimeError) as exc:
+        fail(f"cannot start: {exc}", 2)
+    raise typer.Exit(code)
+
+
+@app.command()
+def demo(
+    workdir: Annotated[
+        Path | None, typer.Option(help="Keep everything here (default: temp).")
+    ] = None,
+    keep: Annotated[bool, typer.Option(help="Leave the fleet's apps running at the end.")] = False,
+    ssh: Annotated[bool, typer.Option(help="Hosts are sshd instances on 127.0.1.N.")] = False,
+) -> None:
+    """Create a Git repo from desired-state-example and a local fleet; converge it twice."""
+    from reconciler.demo import walkthrough
+
+    raise typer.Exit(walkthrough.run(workdir=workdir, keep=keep, console=console, ssh=ssh))

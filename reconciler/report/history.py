@@ -1,0 +1,71 @@
+"""The history read model: rollouts with their journalled steps, host and gate results.
+
+Rendered by ``GET /api/v1/rollouts[/{id}]``, ``reconciler history`` (from the daemon's JSON or
+from the store) and the web page: one shape. A step's ``hosts`` are the hosts that step itself
+changed (per step, not cumulative); ``percent`` is the step's cumulative share of the group.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from reconciler.record import RolloutRecord, StepRecord
+
+
+class Step(BaseModel):
+    """One journalled step; gate results carry their ``checkpoint``."""
+
+    phase: str
+    index: int
+    percent: int
+    hosts: list[str]
+    state: str
+    host_results: dict[str, Any]
+    gate_results: list[Any]
+    started_at: float
+    finished_at: float | None
+
+
+class Rollout(BaseModel):
+    id: str
+    environment: str
+    group: str
+    commit: str | None
+    apps: dict[str, str]
+    state: str
+    reason: str
+    started_at: float
+    finished_at: float | None
+    steps: list[Step] | None = None
+
+
+def rollout_view(record: RolloutRecord, steps: list[StepRecord] | None = None) -> Rollout:
+    return Rollout(
+        id=record.id,
+        environment=record.environment,
+        group=record.group,
+        commit=record.commit,
+        apps=dict(record.apps),
+        state=str(record.state),
+        reason=record.reason,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        steps=None
+        if steps is None
+        else [
+            Step(
+                phase=str(s.phase),
+                index=s.index,
+                percent=s.percent,
+                hosts=list(s.hosts),
+                state=str(s.state),
+                host_results=dict(s.host_results),
+                gate_results=list(s.gate_results),
+                started_at=s.started_at,
+                finished_at=s.finished_at,
+            )
+            for s in steps
+        ],
+    )

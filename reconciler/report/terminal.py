@@ -1,0 +1,268 @@
+"""Render the read models for people in a terminal (rich), or as JSON for scripts.
+
+Contract: every renderer takes the read model (``report.status``, ``report.history``) or plain
+rows, and an ``Output``: ``table`` fits an 80-column terminal by showing the essential
+columns and wrapping (never truncating) names and messages; ``wide`` adds every column;
+``json`` prints the model itself (for ``status`` and ``history`` the same JSON as the API).
+Used by the CLI and the demo.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from enum import StrEnum
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from reconciler.plan.canary import DriftRow, EnvironmentPlan
+from reconciler.report.history import Rollout
+from reconciler.report.status import StatusView
+
+
+class Output(StrEnum):
+    TABLE = "table"
+    WIDE = "wide"
+    JSON = "json"
+
+
+def when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def short(sha: str | None) -> str:
+    return sha[:12] if sha else "-"
+
+
+def _table(*columns: str, title: str | None = None) -> Table:
+    """A table whose cells wrap, and fold words longer than the column: nothing is cut off."""
+    table = Table(title=title, title_justify="left", expand=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
+
+
+def _json(console: Console, data: Any) -> None:
+    console.print_json(json.dumps(data, default=str), highlight=False)
+
+
+# ------------------------------------------------------------------------------ status
+
+
+def status(console: Console, view: StatusView, output: Output, via: str) -> None:
+    if output is Output.JSON:
+        console.print_json(view.model_dump_json(), highlight=False)
+        return
+    wide = output is Output.WIDE
+    columns = ["environment", "result", "hosts in sync", "applied"]
+    if wide:
+        columns += ["attempted", "suspended", "updated"]
+    table = _table(*columns)
+    for env in view.environments:
+        total = sum(g.hosts for g in env.groups)
+        in_sync = total - sum(g.drifted_hosts for g in env.groups)
+        result = ("reconciling, " if env.reconciling else "") + (env.last_result or "-")
+        if env.suspended and not wide:
+            result += " (suspended)"
+        row = [env.name, result, f"{in_sync}/{total} in sync" if env.groups else "-"]
+        row.append(short(env.last_applied_commit))
+        if wide:
+            row += [short(env.last_attempted_commit), "yes" if env.suspended else "no"]
+            row.append(when(env.updated_at))
+        table.add_row(*row)
+    console.print(table)
+    for env in view.environments:
+        if env.last_error:
+            console.print(Text(f"{env.name}: {env.last_error}", style="yellow"))
+    source = view.source
+    commit = source.commit
+    in_force = (
+        f"{short(source.valid_commit)} ({commit.author}: {commit.subject})"
+        if commit
+        else short(source.valid_commit)
+    )
+    console.print(
+        Text(f"source: commit in force {in_force}, last fetch {when(source.last_fetch_at)}")
+        + Text(f" (from the {via})", style="dim")
+    )
+    if source.error:
+        console.print(Text(f"source error: {source.error}", style="yellow"))
+    for q in view.quarantines:
+        console.print(
+            Text("quarantined ", style="red")
+            + Text(
+                f"{q.environment}/{q.group} at {short(q.commit)} (rollout {q.rollout_id}): not "
+                f"retried until a new commit changes its versions; revert {q.revert}"
+            )
+        )
+    if source.problems:
+        console.print(Text(f"rejected commit {short(source.rejected_commit)}:", style="red"))
+        for problem in source.problems:
+            console.print(Text(f"  {problem}"))
+
+
+# ------------------------------------------------------------------------------ history
+
+
+def _gate_text(gates: Sequence[dict[str, Any]]) -> str:
+    if not gates:
+        return ""
+    parts = []
+    for checkpoint in dict.fromkeys(str(g.get("checkpoint", "after_step")) for g in gates):
+        mine = [g for g in gates if str(g.get("checkpoint", "after_step")) == checkpoint]
+        passed = sum(bool(g.get("passed")) for g in mine)
+        text = f"gates {checkpoint.replace('_', ' ')}: {passed}/{len(mine)} passed"
+        bad = next((g for g in mine if not g.get("passed")), None)
+        if bad is not None:
+            text += f" ({bad.get('gate')} {bad.get('host') or ''}: {bad.get('detail')})"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def history(console: Console, rollouts: Sequence[Rollout], output: Output) -> None:
+    if output is Output.JSON:
+        _json(console, [r.model_dump() for r in rollouts])
+        return
+    wide = output is Output.WIDE
+    columns = ["started", "environment/group", "apps", "state"]
+    if wide:
+        columns += ["commit", "reason"]
+    table = _table(*columns, title="rollouts (step rows: hosts changed by that step)")
+    for rollout in rollouts:
+        apps = ", ".join(f"{a}={v}" for a, v in rollout.apps.items())
+        row = [when(rollout.started_at), f"{rollout.environment}/{rollout.group}", apps]
+        row.append(rollout.state)
+        if wide:
+            row += [short(rollout.commit), rollout.reason]
+        table.add_row(*row)
+        if not wide and rollout.reason:
+            table.add_row("", Text(f"  {rollout.reason}", style="dim"), "", "")
+        for step in rollout.steps or ():
+            failed = [h for h, r in step.host_results.items() if r.get("status") != "ok"]
+            share = f" ({step.percent}%)" if step.phase == "deploy" else ""
+            detail = f"{len(step.hosts)} host(s) in this step" + (
+                f", failed: {', '.join(failed)}" if failed else ""
+            )
+            gates = _gate_text(step.gate_results)
+            cells = [
+                "",
+                f"  {step.phase} step {step.index}{share}",
+                detail + (f"; {gates}" if gates else ""),
+                step.state,
+            ]
+            table.add_row(*cells, *([""] * (len(columns) - 4)))
+    console.print(table)
+
+
+# ------------------------------------------------------------------------------ diff and plan
+
+
+def diff(console: Console, rows: Sequence[DriftRow], commit: str | None, output: Output) -> None:
+    if output is Output.JSON:
+        _json(
+            console,
+            {
+                "commit": commit,
+                "drift": [
+                    {
+                        "environment": r.environment,
+                        "group": r.group,
+                        "host": r.host,
+                        "app": r.app,
+                        "recorded": r.recorded,
+                        "desired": r.desired,
+                    }
+                    for r in rows
+                ],
+            },
+        )
+        return
+    if not rows:
+        console.print(f"in sync at {short(commit)}: no drift")
+        return
+    wide = output is Output.WIDE
+    table = _table(
+        *(["environment", "group"] if wide else ["environment/group"]),
+        "host",
+        "app",
+        "recorded",
+        "desired",
+        title=f"diff at {short(commit)}",
+    )
+    for r in rows:
+        where = [r.environment, r.group] if wide else [f"{r.environment}/{r.group}"]
+        table.add_row(*where, r.host, r.app, r.recorded or "none", Text(r.desired, style="bold"))
+    console.print(table)
+    console.print(f"{len(rows)} host/app pair(s) out of sync")
+
+
+def plan(
+    console: Console,
+    plans: Sequence[tuple[EnvironmentPlan, bool]],
+    commit: str | None,
+    output: Output,
+) -> None:
+    """``plans``: each environment's plan and whether the environment is suspended."""
+    if output is Output.JSON:
+        _json(
+            console,
+            {
+                "commit": commit,
+                "environments": [
+                    {
+                        "environment": p.environment,
+                        "suspended": suspended,
+                        "groups": [
+                            {
+                                "group": g.group,
+                                "apps": dict(g.apps),
+                                "after": list(g.after),
+                                "total_hosts": g.total_hosts,
+                                "in_sync": g.in_sync,
+                                "hosts_to_change": list(g.hosts_to_change),
+                                "steps": [
+                                    {
+                                        "index": s.index,
+                                        "percent": s.percent,
+                                        "cohort_size": s.cohort_size,
+                                        "hosts": list(s.hosts),
+                                    }
+                                    for s in g.steps
+                                ],
+                            }
+                            for g in p.groups
+                        ],
+                    }
+                    for p, suspended in plans
+                ],
+            },
+        )
+        return
+    for env_plan, suspended in plans:
+        note = Text(" (suspended: nothing will change)", style="yellow") if suspended else ""
+        console.print(Text(f"{env_plan.environment} at {short(commit)}", style="bold") + note)
+        for group in env_plan.groups:
+            apps = ", ".join(f"{a}={v}" for a, v in group.apps.items())
+            if group.in_sync:
+                console.print(Text(f"  {group.group}: in sync ({apps})"))
+                continue
+            after = f" after {', '.join(group.after)}" if group.after else ""
+            console.print(
+                Text(
+                    f"  {group.group}: {len(group.changes)}/{group.total_hosts} host(s) "
+                    f"-> {apps}{after}"
+                )
+            )
+            for step in group.steps:
+                console.print(
+                    Text(
+                        f"    step {step.index} ({step.percent}%, cohort {step.cohort_size} "
+                        f"cumulative): {', '.join(step.hosts)}"
+                    )
+                )

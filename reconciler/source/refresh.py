@@ -1,0 +1,198 @@
+"""The desired state in force: fetch the tip, validate it whole, keep the last valid commit.
+
+Contract (``DesiredSource.refresh(fetch=True)``):
+* Fetches the tracked branch (or, with ``fetch=False``, re-reads the last fetched tip) and
+  validates the tip as a whole. A valid tip becomes the commit in force; a rejected tip leaves
+  the last valid commit in force and is reported with its ``file:line`` problems; an
+  unreachable remote leaves everything in force and is reported as the source error.
+* Never raises for what a commit contains or for a remote that fails: anything a commit's
+  content makes the loader raise rejects that commit (the problem names the error).
+* ``record=True`` (the daemon, a foreground ``sync``) writes what happened to the store
+  (``source.facts``) and logs ``commit_rejected`` once per rejected commit. ``record=False``
+  (``diff``, ``plan``, ``status``) writes nothing anywhere: reads never change what the daemon
+  reports.
+* ``current`` is the snapshot of the last refresh; it is what every surface (status read model,
+  metrics, API) shows. After the daemon pushes a revert commit, a refresh makes that commit the
+  one in force at once.
+* Snapshots (the tree of a commit on disk) in use by a reconcile are pinned and never pruned.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from reconciler.desired.loading import LoadResult, Problem
+from reconciler.desired.model import DesiredState
+from reconciler.edges.git import CommitInfo, SourceError, UnsafeTreeError
+from reconciler.source import facts
+
+log = structlog.get_logger(__name__)
+
+Loader = Callable[[Path, str], LoadResult]
+
+
+class Reader(Protocol):
+    """What the source stage needs of the Git edge (``edges.git.reader.GitSource`` is one)."""
+
+    def fetch(self) -> CommitInfo: ...
+    def last_fetched(self) -> CommitInfo: ...
+    def commit_info(self, sha: str) -> CommitInfo: ...
+    def snapshot(self, sha: str) -> Path: ...
+    def prune_snapshots(self, keep: set[str]) -> None: ...
+
+
+@dataclass(frozen=True)
+class DesiredSnapshot:
+    """The desired state in force, and what happened to the source's newest commit."""
+
+    commit: CommitInfo | None  # in force
+    root: Path | None  # its tree on disk
+    state: DesiredState | None
+    tip: CommitInfo | None = None  # the newest commit seen
+    problems: tuple[Problem, ...] = ()  # why the tip was rejected
+    source_error: str = ""  # why the last fetch failed
+
+    @property
+    def tip_rejected(self) -> bool:
+        return bool(self.problems)
+
+
+class DesiredSource:
+    """The source stage of one Git source. Thread-safe; refreshes are serialised."""
+
+    def __init__(
+        self,
+        reader: Reader,
+        *,
+        meta: facts.MetaWriter,
+        load: Loader,
+        record: bool = True,
+        clock: Callable[[], float] = time.time,
+        keep_loaded: int = 4,
+    ) -> None:
+        self.reader = reader
+        self.meta = meta
+        self.load = load
+        self.record = record
+        self.clock = clock
+        self.keep_loaded = keep_loaded
+        self._loaded: OrderedDict[str, LoadResult] = OrderedDict()
+        self._pins: Counter[str] = Counter()
+        self._lock = threading.Lock()  # one refresh at a time
+        self._pin_lock = threading.Lock()
+        self._current: DesiredSnapshot | None = None
+        self._last_valid: str | None = None
+
+    @property
+    def current(self) -> DesiredSnapshot | None:
+        return self._current
+
+    # ------------------------------------------------------------------ refresh
+    def refresh(self, *, fetch: bool = True) -> DesiredSnapshot:
+        with self._lock:
+            snapshot = self._refresh(fetch)
+            self._current = snapshot
+            return snapshot
+
+    def _refresh(self, fetch: bool) -> DesiredSnapshot:
+        tip, source_error = self._tip(fetch)
+        problems: tuple[Problem, ...] = ()
+        if tip is not None:
+            result, error = self._validate(tip.sha)
+            source_error = source_error or error
+            if result is not None and result.ok:
+                self._last_valid = tip.sha
+                self._write(facts.LAST_VALID, tip.sha)
+                self._write(facts.PROBLEMS, "[]")
+            elif result is not None:
+                problems = result.problems
+                self._rejected(tip.sha, problems)
+
+        valid_sha = self._last_valid or self.meta.get_meta(facts.LAST_VALID)
+        if valid_sha is None:
+            return DesiredSnapshot(None, None, None, tip, problems, source_error)
+        try:
+            root = self.reader.snapshot(valid_sha)
+            result, error = self._validate(valid_sha)
+            commit = self.reader.commit_info(valid_sha)
+        except (SourceError, ValueError) as exc:
+            return DesiredSnapshot(None, None, None, tip, problems, source_error or str(exc))
+        if result is None or not result.ok:
+            # The commit in force no longer loads (e.g. a cache wiped): nothing is in force.
+            return DesiredSnapshot(None, None, None, tip, problems, source_error or error)
+        with self._pin_lock:
+            keep = {valid_sha, *self._pins} | ({tip.sha} if tip else set())
+        self.reader.prune_snapshots(keep=keep)
+        return DesiredSnapshot(commit, root, result.state, tip, problems, source_error)
+
+    def _tip(self, fetch: bool) -> tuple[CommitInfo | None, str]:
+        try:
+            if not fetch:
+                return self.reader.last_fetched(), self.meta.get_meta(facts.ERROR) or ""
+            tip = self.reader.fetch()
+        except SourceError as exc:
+            self._write(facts.ERROR, str(exc))
+            log.warning("source_unavailable", error=str(exc))
+            return None, str(exc)
+        self._write(facts.LAST_FETCH, str(self.clock()))
+        self._write(facts.ERROR, "")
+        return tip, ""
+
+    def _validate(self, sha: str) -> tuple[LoadResult | None, str]:
+        """The commit's validation, cached; (None, error) when its tree cannot be read now."""
+        if sha in self._loaded:
+            self._loaded.move_to_end(sha)
+            return self._loaded[sha], ""
+        try:
+            root = self.reader.snapshot(sha)
+        except UnsafeTreeError as exc:
+            result = LoadResult(None, (Problem(".", 1, str(exc)),))
+        except SourceError as exc:
+            return None, str(exc)
+        else:
+            try:
+                result = self.load(root, sha)
+            except Exception as exc:  # what a commit contains must never stop the daemon
+                log.exception("commit_unloadable", commit=sha)
+                message = f"cannot validate this commit: {type(exc).__name__}: {exc}"
+                result = LoadResult(None, (Problem(".", 1, message[:500]),))
+        self._loaded[sha] = result
+        while len(self._loaded) > self.keep_loaded:
+            self._loaded.popitem(last=False)
+        return result, ""
+
+    def _rejected(self, sha: str, problems: tuple[Problem, ...]) -> None:
+        if not self.record:
+            return
+        if self.meta.get_meta(facts.LAST_INVALID) != sha:
+            log.error("commit_rejected", commit=sha, problems=[str(p) for p in problems])
+        self.meta.set_meta(facts.LAST_INVALID, sha)
+        self.meta.set_meta(facts.PROBLEMS, json.dumps([str(p) for p in problems]))
+
+    def _write(self, key: str, value: str) -> None:
+        if self.record:
+            self.meta.set_meta(key, value)
+
+    # ------------------------------------------------------------------ pins
+    @contextmanager
+    def pinned(self, sha: str) -> Iterator[None]:
+        """Keep the commit's snapshot on disk while a reconcile uses it."""
+        with self._pin_lock:
+            self._pins[sha] += 1
+        try:
+            yield
+        finally:
+            with self._pin_lock:
+                self._pins[sha] -= 1
+                if not self._pins[sha]:
+                    del self._pins[sha]

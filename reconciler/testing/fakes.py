@@ -1,0 +1,154 @@
+"""Small fakes of our own Protocols, for fast logic tests of the rollout engine and the reconcile.
+
+Each fake implements exactly one Protocol of ``rollout.ports`` (mypy checks the assignments at
+the end of this module, so a fake cannot drift from the Protocol it stands in for). The real
+adapters are tested against the real things (ansible-runner, HTTP servers, Git, SQLite);
+end-to-end tiers use no fake at all.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from reconciler.desired.messages import RevertRequest
+from reconciler.desired.schema import HealthCheck
+from reconciler.edges.ansible import HostResult, PlaybookRun, Runner, RunResult
+from reconciler.edges.gates import GateChecker, GateResult, GateTarget
+from reconciler.edges.git import PushResult
+from reconciler.rollout.ports import Reverter, SourceStage
+from reconciler.source.refresh import DesiredSnapshot
+from reconciler.states import ChangeKind, HostStatus, PushStatus, RunOutcome
+
+
+class FakeRunner:
+    """Every host succeeds, except ``failing`` hosts (only for ``failing_versions`` when
+    given: then a rollback to another version succeeds on them)."""
+
+    def __init__(
+        self,
+        failing: set[str] | frozenset[str] = frozenset(),
+        *,
+        failing_versions: set[str] | None = None,
+        unreachable: set[str] | frozenset[str] = frozenset(),
+        before: Callable[[PlaybookRun], None] | None = None,
+    ) -> None:
+        self.failing = set(failing)
+        self.failing_versions = failing_versions
+        self.unreachable = set(unreachable)
+        self.before = before
+        self.calls: list[tuple[tuple[str, ...], dict[str, str]]] = []
+        self.runs_dir = Path("/nonexistent/runs")
+        self._lock = threading.Lock()
+
+    def run(
+        self,
+        run: PlaybookRun,
+        *,
+        cancel: threading.Event | None = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> RunResult:
+        if self.before is not None:
+            self.before(run)
+        apps = dict(run.extra_vars["reconciler_apps"])
+        with self._lock:
+            self.calls.append((run.hosts, apps))
+        versions_fail = self.failing_versions is None or bool(
+            set(apps.values()) & self.failing_versions
+        )
+        hosts = {}
+        for host in run.hosts:
+            if host in self.unreachable:
+                hosts[host] = HostResult(host, HostStatus.UNREACHABLE, False, "unreachable")
+            elif host in self.failing and versions_fail:
+                hosts[host] = HostResult(host, HostStatus.FAILED, True, "boom")
+            else:
+                hosts[host] = HostResult(host, HostStatus.OK, True, "")
+        ok = all(r.status is HostStatus.OK for r in hosts.values())
+        outcome = RunOutcome.SUCCESSFUL if ok else RunOutcome.FAILED
+        return RunResult("fake", outcome, 0, hosts, 0.0, Path("/nonexistent"), "")
+
+
+class FakeChecker:
+    """Gates fail for targets whose version is ``bad_version``; every call is recorded."""
+
+    def __init__(
+        self,
+        bad_version: str | None = None,
+        *,
+        on_call: Callable[[int], None] | None = None,
+        verdicts: Callable[[int, GateTarget], bool] | None = None,
+    ) -> None:
+        self.bad_version = bad_version
+        self.on_call = on_call
+        self.verdicts = verdicts
+        self.calls: list[list[tuple[str, str]]] = []
+
+    def evaluate(
+        self,
+        checks: Sequence[HealthCheck],
+        targets: Sequence[GateTarget],
+        *,
+        environment: str = "",
+        group: str = "",
+        cancel: threading.Event | None = None,
+    ) -> list[GateResult]:
+        self.calls.append([(t.host.name, t.version) for t in targets])
+        number = len(self.calls)
+        if self.on_call is not None:
+            self.on_call(number)
+        results = []
+        for t in targets:
+            passed = (
+                self.verdicts(number, t) if self.verdicts else t.version != self.bad_version
+            )
+            detail = "status 200" if passed else "status 500"
+            results.append(
+                GateResult("http", "http", t.host.name, t.app, passed, False, 1, detail, 0.0)
+            )
+        return results
+
+
+class FakeReverter:
+    """Records revert requests; answers ``status`` (pushed by default) with a fake sha."""
+
+    def __init__(self, status: PushStatus = PushStatus.PUSHED) -> None:
+        self.status = status
+        self.calls: list[RevertRequest] = []
+
+    def revert_rollout(self, request: RevertRequest) -> PushResult:
+        self.calls.append(request)
+        sha = "feedface" * 5 if self.status is PushStatus.PUSHED else None
+        return PushResult(self.status, sha, ChangeKind.REVERT, 1, "revert abc")
+
+
+class StaticSource:
+    """A source stage whose desired state is a fixed snapshot (refreshes return it)."""
+
+    def __init__(self, snapshot: DesiredSnapshot) -> None:
+        self.snapshot = snapshot
+        self.refreshes = 0
+        self.pins: list[str] = []
+
+    @property
+    def current(self) -> DesiredSnapshot | None:
+        return self.snapshot
+
+    def refresh(self, *, fetch: bool = True) -> DesiredSnapshot:
+        self.refreshes += 1
+        return self.snapshot
+
+    @contextmanager
+    def pinned(self, sha: str) -> Iterator[None]:
+        self.pins.append(sha)
+        yield
+
+
+# Checked by mypy: each fake satisfies the Protocol it stands in for.
+_runner: Runner = FakeRunner()
+_checker: GateChecker = FakeChecker()
+_reverter: Reverter = FakeReverter()
+_source: SourceStage = StaticSource(DesiredSnapshot(None, None, None))
