@@ -38,7 +38,8 @@ from reconciler import content
 from reconciler.desired import loading as validation
 from reconciler.desired.model import GroupDesired
 from reconciler.edges.ansible.runner import dump_unsafe_yaml
-from reconciler.edges.gates.checker import GateTarget, HealthChecker
+from reconciler.edges.gates import GateTarget
+from reconciler.edges.gates.checker import HealthChecker
 from reconciler.plan import canary as planning
 from reconciler.rollout import reconciler as reconcile
 from reconciler.service import wiring as components

@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 
 from reconciler import __version__
 from reconciler.edges.ansible.runner import RunResult
-from reconciler.edges.gates.checker import GateResult
+from reconciler.edges.gates import GateResult
 from reconciler.plan import canary as planning
 from reconciler.record.sqlite import RolloutRecord, StateStore
 from reconciler.rollout.reconciler import (

@@ -36,7 +36,8 @@ import structlog
 from reconciler import content
 from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host
 from reconciler.edges.ansible.runner import PlaybookRun, PlaybookRunner, RunResult
-from reconciler.edges.gates.checker import GateResult, GateTarget, HealthChecker
+from reconciler.edges.gates import GateResult, GateTarget
+from reconciler.edges.gates.checker import HealthChecker
 from reconciler.plan import canary as planning
 from reconciler.record.sqlite import (
     DeployedVersion,

@@ -20,7 +20,7 @@ import pytest
 
 from reconciler.desired.model import Host
 from reconciler.desired.schema import HealthCheck
-from reconciler.edges.gates.checker import GateTarget
+from reconciler.edges.gates import GateTarget
 from reconciler.testing import testapp
 from tests.tools import missing_tool
 

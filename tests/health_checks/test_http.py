@@ -6,7 +6,8 @@ import threading
 import time
 
 from reconciler.desired.model import Host
-from reconciler.edges.gates.checker import GateTarget, HealthChecker
+from reconciler.edges.gates import GateTarget
+from reconciler.edges.gates.checker import HealthChecker
 
 from .conftest import check, free_port, target
 

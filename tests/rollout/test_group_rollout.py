@@ -14,7 +14,7 @@ import pytest
 from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host, Rollout
 from reconciler.desired.schema import HealthCheck, HttpGate
 from reconciler.edges.ansible.runner import HostResult, HostStatus, RunResult
-from reconciler.edges.gates.checker import GateResult
+from reconciler.edges.gates import GateResult
 from reconciler.plan import canary as planning
 from reconciler.record.sqlite import SqliteStateStore
 from reconciler.rollout import group as rollout
