@@ -49,7 +49,7 @@ class Context:
     """What an attempt may use besides its fields."""
 
     cancel: threading.Event | None
-    http: Session
+    session: Session
 
 
 def short(text: str, limit: int = 120) -> str:

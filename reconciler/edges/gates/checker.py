@@ -235,7 +235,7 @@ class HealthChecker:
         started = self._clock()
         if cancel is not None and cancel.is_set():
             return {spec: _Outcome.failed(CANCELED_DETAIL) for spec in specs}
-        context = Context(cancel=cancel, http=self._session)
+        context = Context(cancel=cancel, session=self._session)
         pool = cf.ThreadPoolExecutor(
             max_workers=min(self._max_parallel, len(specs)), thread_name_prefix="health-check"
         )

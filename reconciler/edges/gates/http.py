@@ -46,7 +46,7 @@ def render(gate: HttpGate, values: templates.Values) -> Fields:
 def attempt(fields: Fields, timeout: float, context: Context) -> AttemptResult:
     what = f"GET {fields.url}"
     try:
-        got = context.http.get(fields.url, timeout=timeout, limit=BODY_LIMIT)
+        got = context.session.get(fields.url, timeout=timeout, limit=BODY_LIMIT)
     except web.Refused as error:
         return AttemptResult.failure(f"{what} -> {error}")
     except web.FetchError as error:

@@ -65,7 +65,7 @@ def attempt(fields: Fields, timeout: float, context: Context) -> AttemptResult:
     url = fields.url.rstrip("/") + "/api/v1/query?" + query
     what = f"query {short(fields.query)!r}"
     try:
-        got = context.http.get(url, timeout=timeout, limit=BODY_LIMIT)
+        got = context.session.get(url, timeout=timeout, limit=BODY_LIMIT)
     except web.Refused as error:
         return AttemptResult.failure(f"{what} -> {error}")
     except web.FetchError as error:

@@ -79,7 +79,7 @@ class Session:
                     verify=ssl.create_default_context(),
                     follow_redirects=False,
                     headers=_HEADERS,
-                    limits=httpx.Limits(max_keepalive_connections=0),
+                    limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
                 )
             return self._client
 
@@ -92,8 +92,8 @@ class Session:
     def get(self, url: str, *, timeout: float, limit: int) -> Fetched:
         """GET ``url``: status and the first ``limit`` bytes of the body (see the contract)."""
         _check_scheme(url)
+        client = self._get_client()  # building it (~0.2 s, the CA store) is not the check's time
         deadline = time.monotonic() + timeout
-        client = self._get_client()
         try:
             request = client.build_request("GET", url, timeout=_left(deadline))
             for _ in range(MAX_REDIRECTS + 1):
