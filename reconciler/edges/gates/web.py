@@ -40,7 +40,6 @@ __all__ = ["MAX_REDIRECTS", "FetchError", "Fetched", "Refused", "Session"]
 
 MAX_REDIRECTS = 10
 _HEADERS = {"User-Agent": "reconciler", "Accept-Encoding": "identity", "Connection": "close"}
-_CHUNK = 16 * 1024
 
 
 class FetchError(Exception):
@@ -111,7 +110,8 @@ class Session:
                             f"{response.status_code} redirect to {short(target, 80)!r} refused: "
                             "only http and https URLs are followed"
                         )
-                    request.extensions["timeout"] = httpx.Timeout(_left(deadline)).as_dict()
+                    timeout_left = httpx.Timeout(_left(deadline)).as_dict()
+                    request.extensions = {**request.extensions, "timeout": timeout_left}
                 finally:
                     response.close()
             raise FetchError(f"more than {MAX_REDIRECTS} redirects")
@@ -132,7 +132,7 @@ def _read(response: httpx.Response, limit: int, deadline: float) -> bytes:
     """At most ``limit`` bytes of the body, as sent; the rest is never read."""
     chunks: list[bytes] = []
     size = 0
-    for chunk in response.iter_raw(_CHUNK):
+    for chunk in response.iter_raw():  # what each read brings (at most 64 KiB)
         chunks.append(chunk)
         size += len(chunk)
         if size >= limit:
