@@ -11,8 +11,8 @@ Nothing it starts outlives the attempt:
   tree: its descendants, every member of its session (orphans re-parented to init included)
   and every process carrying its marker (which also finds a grandchild that called
   ``setsid`` and outlived its parent: it is neither in the tree nor in the session);
-* after it exits on its own, what is left in its session is killed the same way (daemons it
-  double-forked away from the session are its business).
+* after it exits on its own, what is left in its session (and carries its marker) is killed
+  the same way; daemons it double-forked away from the session are its business.
 
 Details users see::
 
@@ -101,7 +101,7 @@ def attempt(fields: Fields, timeout: float, context: Context) -> AttemptResult:
             if code is None:  # timed out, canceled, or interrupted by an exception
                 _kill_tree(proc, marker)
             else:  # what it left running in its session must not outlive the attempt
-                processes.kill(lambda: processes.in_session(proc.pid))
+                processes.kill(lambda: _leftovers(proc.pid, marker))
         if code is None:
             if context.cancel is not None and context.cancel.is_set():
                 return CANCELED
@@ -149,6 +149,12 @@ def _kill_tree(proc: subprocess.Popen[bytes], marker: str) -> None:
     processes.kill(find)
     with contextlib.suppress(subprocess.TimeoutExpired):  # SIGKILL was sent: it is dying
         proc.wait(timeout=_REAP_TIMEOUT_S)
+
+
+def _leftovers(sid: int, marker: str) -> list[psutil.Process]:
+    """What an exited command left in its session. Its pid (the session id) is free again once
+    reaped, so only processes that also carry its marker count: never a stranger's session."""
+    return processes.carrying(MARKER_ENV, marker, among=processes.in_session(sid))
 
 
 def _tail(handle: IO[bytes]) -> str:
