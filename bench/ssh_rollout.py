@@ -37,7 +37,8 @@ from bench.registry import DERIVED, Context, Row, register
 from reconciler import content
 from reconciler.desired.model import GroupDesired
 from reconciler.edges.ansible.extravars import dump_unsafe_yaml
-from reconciler.edges.gates.checker import GateTarget, HealthChecker
+from reconciler.edges.gates import GateTarget
+from reconciler.edges.gates.checker import HealthChecker
 from reconciler.plan import canary as planning
 from reconciler.rollout import reconciler as reconcile
 from reconciler.service import wiring as components

@@ -20,7 +20,7 @@ import pytest
 
 from reconciler.desired.model import Host
 from reconciler.desired.schema import HealthCheck
-from reconciler.edges.gates.checker import GateTarget
+from reconciler.edges.gates import GateTarget
 from reconciler.testing import testapp
 from tests.tools import missing_tool
 
@@ -58,12 +58,16 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128  # the default backlog of 5 delays parallel clients by 1 s
 
 
+#: A scripted answer: (status, body) or (status, body, extra headers).
+Answer = tuple[int, str] | tuple[int, str, dict[str, str]]
+
+
 @dataclass
 class ScriptedServer:
-    """A real HTTP server: answers each request with the next scripted (status, body)."""
+    """A real HTTP server: answers each request with the next scripted answer."""
 
-    script: list[tuple[int, str]] = field(default_factory=list)
-    default: tuple[int, str] = (200, "ok")
+    script: list[Answer] = field(default_factory=list)
+    default: Answer = (200, "ok")
     delay: float = 0.0
     requests: list[str] = field(default_factory=list)
     port: int = 0
@@ -76,7 +80,8 @@ class ScriptedServer:
             def do_GET(self) -> None:
                 with lock:
                     outer.requests.append(self.path)
-                    status, body = outer.script.pop(0) if outer.script else outer.default
+                    answer = outer.script.pop(0) if outer.script else outer.default
+                status, body, headers = (*answer, {})[:3]
                 if outer.delay:
                     time.sleep(outer.delay)
                 data = body.encode()
@@ -84,6 +89,8 @@ class ScriptedServer:
                     self.send_response(status)
                     self.send_header("Content-Type", "text/plain")
                     self.send_header("Content-Length", str(len(data)))
+                    for name, value in headers.items():
+                        self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(data)
                 except OSError:  # the client gave up (request_timeout): expected here
@@ -112,8 +119,8 @@ def http_server() -> Iterator[Callable[..., ScriptedServer]]:
     servers: list[ScriptedServer] = []
 
     def make(
-        script: Sequence[tuple[int, str]] = (),
-        default: tuple[int, str] = (200, "ok"),
+        script: Sequence[Answer] = (),
+        default: Answer = (200, "ok"),
         delay: float = 0.0,
     ) -> ScriptedServer:
         server = ScriptedServer(list(script), default, delay)
@@ -123,6 +130,57 @@ def http_server() -> Iterator[Callable[..., ScriptedServer]]:
     yield make
     for server in servers:
         server.close()
+
+
+class EndlessServer:
+    """A real HTTP server whose one answer declares a 1 GiB body of ``x`` and streams it until
+    the client goes away; ``sent`` counts the bytes written, ``finished`` is set at the end."""
+
+    declared = 1 << 30
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.finished = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                chunk = b"x" * (64 * 1024)
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", str(outer.declared))
+                    self.end_headers()
+                    while outer.sent < outer.declared:
+                        self.wfile.write(chunk)
+                        outer.sent += len(chunk)
+                except OSError:  # the client closed the connection
+                    pass
+                finally:
+                    outer.finished.set()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = _Server(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def endless_server() -> Iterator[EndlessServer]:
+    server = EndlessServer()
+    yield server
+    server.close()
 
 
 # ------------------------------------------------------------------------------ Prometheus

@@ -6,7 +6,8 @@ import threading
 import time
 
 from reconciler.desired.model import Host
-from reconciler.edges.gates.checker import GateTarget, HealthChecker
+from reconciler.edges.gates import GateTarget
+from reconciler.edges.gates.checker import HealthChecker
 
 from .conftest import check, free_port, target
 
@@ -215,3 +216,92 @@ def test_already_canceled_runs_nothing(http_server):
     )
     assert (result.passed, result.attempts, result.detail) == (False, 0, "canceled")
     assert server.requests == []
+
+
+# ------------------------------------------------------------------------------ httpx client
+
+
+def test_redirect_to_http_is_followed(http_server):
+    other = http_server(default=(200, "moved here"))
+    server = http_server(
+        script=[(302, "", {"Location": "/elsewhere"}), (301, "", {"Location": other.url("/x")})]
+    )
+    gate = check("http", url="http://{host}:{port}/healthz", expect_body="moved here")
+    [result] = HealthChecker().evaluate([gate], [target(server.port)])
+    assert result.passed, result.detail
+    assert server.requests == ["/healthz", "/elsewhere"]
+    assert other.requests == ["/x"]
+
+
+def test_redirect_to_another_scheme_is_refused(http_server, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret")
+    server = http_server(default=(302, "", {"Location": f"file://{secret}"}))
+    gate = check(
+        "http", url="http://{host}:{port}/healthz", expect_body="s3cret", timeout=5, interval=10
+    )
+    [result] = HealthChecker().evaluate([gate], [target(server.port)])
+    assert not result.passed
+    what = f"GET http://127.0.0.1:{server.port}/healthz"
+    assert result.detail.startswith(f"{what} -> 302 redirect to 'file://127.0.0.1/"), result.detail
+    assert result.detail.endswith("' refused: only http and https URLs are followed")
+    assert server.requests == ["/healthz"]
+
+
+def test_redirect_loop_ends(http_server):
+    server = http_server(default=(302, "", {"Location": "/again"}))
+    gate = check("http", url="http://{host}:{port}/", timeout=5, request_timeout=5, interval=10)
+    [result] = HealthChecker().evaluate([gate], [target(server.port)])
+    assert not result.passed
+    assert result.detail.endswith("-> error: more than 10 redirects")
+    assert len(server.requests) == 11
+
+
+def test_inherited_proxy_settings_are_ignored(http_server, monkeypatch):
+    proxy = http_server(default=(502, "answered by the proxy"))
+    server = http_server()
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, proxy.url(""))
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    gate = check("http", url="http://{host}:{port}/healthz", timeout=5, interval=10)
+    [result] = HealthChecker().evaluate([gate], [target(server.port)])
+    assert result.passed, result.detail
+    assert server.requests == ["/healthz"]
+    assert proxy.requests == []
+
+
+def test_huge_body_is_capped_and_not_read(endless_server):
+    gate = check(
+        "http",
+        url=endless_server.url("/big"),
+        expect_body="needle",
+        timeout=5,
+        request_timeout=5,
+        interval=10,
+    )
+    [result] = HealthChecker().evaluate([gate], [target()])
+    assert not result.passed
+    assert result.attempts == 1
+    assert "-> 200, body does not contain 'needle' (got 'xxxxxxxx" in result.detail
+    # The client closed the connection after the cap: the server stopped far short of 1 GiB
+    # (what it wrote is the cap plus what the kernel's socket buffers held).
+    assert endless_server.finished.wait(10)
+    assert endless_server.sent < 64 * 1024 * 1024, endless_server.sent
+
+
+def test_prometheus_answer_is_capped_too(endless_server):
+    gate = check(
+        "prometheus",
+        url=endless_server.url(),
+        query="up",
+        min=1,
+        timeout=5,
+        request_timeout=5,
+        interval=10,
+    )
+    [result] = HealthChecker().evaluate([gate], [target()])
+    assert (result.passed, result.attempts) == (False, 1)
+    assert result.detail == "query 'up' -> HTTP 200, not a Prometheus API response"
+    assert endless_server.finished.wait(10)
+    assert endless_server.sent < 64 * 1024 * 1024, endless_server.sent

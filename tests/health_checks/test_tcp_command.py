@@ -8,7 +8,8 @@ import time
 
 from reconciler.desired.model import Host
 from reconciler.desired.schema import HealthCheck, HttpGate
-from reconciler.edges.gates.checker import GateTarget, HealthChecker
+from reconciler.edges.gates import GateTarget
+from reconciler.edges.gates.checker import HealthChecker
 
 from .conftest import check, free_port, target
 

@@ -7,12 +7,9 @@ import sys
 import pytest
 
 from reconciler.desired.model import Host
-from reconciler.edges.gates.checker import (
-    GateTarget,
-    HealthChecker,
-    MissingPlaceholder,
-    render_template,
-)
+from reconciler.edges.gates import GateTarget, MissingPlaceholder
+from reconciler.edges.gates.checker import HealthChecker
+from reconciler.edges.gates.templates import render_template
 
 from .conftest import check, target
 
