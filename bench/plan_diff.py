@@ -33,7 +33,8 @@ from bench.registry import SINGLE, Context, Row, register
 from reconciler.desired import loading as validation
 from reconciler.edges.git import reader as git_source
 from reconciler.plan import canary as planning
-from reconciler.record.sqlite import DeployedVersion, SqliteStateStore
+from reconciler.record import DeployedVersion
+from reconciler.record.sqlite import SqliteStateStore
 from reconciler.rollout import reconciler as reconcile
 
 HOSTS, APPS, DRIFT_SHARE = 10_000, 20, 0.10

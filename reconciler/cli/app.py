@@ -473,7 +473,7 @@ def history(
     steps: Annotated[bool, typer.Option(help="Show each rollout's steps.")] = True,
 ) -> None:
     """Rollouts, newest first, with their steps and outcome."""
-    from reconciler.record.sqlite import RolloutRecord, StepRecord
+    from reconciler.record import RolloutRecord, StepRecord
 
     client = _daemon(config)
     if client is not None:

@@ -28,7 +28,7 @@ from reconciler import __version__
 from reconciler.edges import webhooks
 from reconciler.edges.git import reader as git_source
 from reconciler.plan import canary as planning
-from reconciler.record.sqlite import RolloutRecord, StepRecord
+from reconciler.record import RolloutRecord, StepRecord
 from reconciler.report.metrics import CONTENT_TYPE
 from reconciler.rollout.reconciler import (
     META_LAST_FETCH,
@@ -287,7 +287,7 @@ def create_app(daemon: Daemon, settings: Settings) -> FastAPI:
                     name=name,
                     suspended=status.suspended,
                     reconciling=name in running,
-                    last_result=status.last_result,
+                    last_result=status.last_result or "",
                     last_error=status.last_error,
                     last_attempted_commit=status.last_attempted_commit,
                     last_applied_commit=status.last_applied_commit,

@@ -21,7 +21,7 @@ from reconciler import __version__
 from reconciler.edges.ansible.runner import RunResult
 from reconciler.edges.gates.checker import GateResult
 from reconciler.plan import canary as planning
-from reconciler.record.sqlite import RolloutRecord, StateStore
+from reconciler.record import RolloutRecord, StateStore
 from reconciler.rollout.reconciler import (
     META_LAST_FETCH,
     META_LAST_SUCCESS,

@@ -38,7 +38,7 @@ from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host
 from reconciler.edges.ansible.runner import PlaybookRun, PlaybookRunner, RunResult
 from reconciler.edges.gates.checker import GateResult, GateTarget, HealthChecker
 from reconciler.plan import canary as planning
-from reconciler.record.sqlite import (
+from reconciler.record import (
     DeployedVersion,
     QuarantineRecord,
     RolloutRecord,

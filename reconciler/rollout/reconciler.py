@@ -34,7 +34,7 @@ from reconciler.edges.ansible.runner import PlaybookRunner
 from reconciler.edges.gates.checker import HealthChecker
 from reconciler.edges.git import reader as git_source
 from reconciler.plan import canary as planning
-from reconciler.record.sqlite import QuarantineRecord, RolloutRecord, RunRecord, StateStore
+from reconciler.record import QuarantineRecord, RolloutRecord, RunRecord, StateStore
 from reconciler.rollout import group as rollout
 from reconciler.settings import Settings
 
