@@ -95,12 +95,12 @@ def _reconciler(config: Path | None):  # type: ignore[no-untyped-def]
     return _components(_settings())
 
 
-def _store(config: Path | None):  # type: ignore[no-untyped-def]
+def _store(config: Path | None, *, read_only: bool = False):  # type: ignore[no-untyped-def]
     """The state store named by the configuration (no Git, no Ansible needed)."""
     from reconciler.record import sqlite as state_store
 
     _use_config(config)
-    return state_store.SqliteStateStore(_settings().database_path)
+    return state_store.SqliteStateStore.open(_settings().database_path, read_only=read_only)
 
 
 def _when(timestamp: float | None) -> str:
@@ -376,7 +376,7 @@ def _store_status(config: Path | None) -> dict:  # type: ignore[type-arg]
 
     from reconciler.rollout import reconciler as reconcile
 
-    store = _store(config)
+    store = _store(config, read_only=True)
     problems = json.loads(store.get_meta(reconcile.META_PROBLEMS) or "[]")
     fetched = store.get_meta(reconcile.META_LAST_FETCH)
     return {
@@ -514,7 +514,7 @@ def history(
                 )
             )
     else:
-        store = _store(config)
+        store = _store(config, read_only=True)
         records = [(r, store.steps(r.id) if steps else []) for r in store.rollouts(env, limit)]
     table = Table(
         "started", "environment", "group", "commit", "apps", "state", "reason", title="rollouts"
