@@ -28,7 +28,7 @@ from bench.registry import DERIVED, Context, Row, register
 from reconciler.desired import loading as validation
 from reconciler.edges.ansible import inventory
 from reconciler.plan import canary as planning
-from reconciler.record.sqlite import DeployedVersion
+from reconciler.record import DeployedVersion
 from reconciler.rollout import reconciler as reconcile
 from reconciler.service import wiring as components
 from reconciler.settings import Settings

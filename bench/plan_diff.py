@@ -32,7 +32,8 @@ from bench.common import DesiredRepo, split_hosts
 from bench.registry import SINGLE, Context, Row, register
 from reconciler.edges.git import reader as git_source
 from reconciler.plan import canary as planning
-from reconciler.record.sqlite import DeployedVersion, SqliteStateStore
+from reconciler.record import DeployedVersion
+from reconciler.record.sqlite import SqliteStateStore
 from reconciler.rollout import reconciler as reconcile
 from reconciler.service import wiring
 

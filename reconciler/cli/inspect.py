@@ -137,7 +137,7 @@ def status(config: ConfigOption = None, output: OutputOption = Output.TABLE) -> 
             f"daemon {client.url} (pid {view.daemon.pid if view.daemon else '?'})",
         )
         return
-    store = wiring.open_store(loaded)
+    store = wiring.open_store(loaded, read_only=True)
     snapshot = None
     if loaded.source.url:
         snapshot = wiring.desired_source(loaded, store, record=False).refresh(fetch=False)
@@ -161,7 +161,7 @@ def history(
         if steps:
             rollouts = [daemon_call(lambda r=r: client.rollout(r.id)) for r in rollouts]
     else:
-        store = wiring.open_store(loaded)
+        store = wiring.open_store(loaded, read_only=True)
         rollouts = [
             history_model.rollout_view(r, store.steps(r.id) if steps else None)
             for r in store.rollouts(env, limit)

@@ -1,21 +1,49 @@
-"""The record (TEMPORARY shim until the store reshape lands)."""
+"""record: what reconciler deployed, its runs and the rollout journal, behind small Protocols.
 
-from reconciler.record.sqlite import (
+Contract: callers write ``from reconciler import record`` and use ``record.RolloutRecord``,
+``record.RolloutJournal``, ``record.StoreError``... This package imports no database driver:
+a backend is its own module (``record.sqlite`` today; a PostgreSQL one is one more module plus
+its ``sql/postgresql/`` migrations), and only the wiring imports it. Every backend gets its
+schema from ``record.migrations`` and passes the contract suite in ``tests/state_store``.
+
+* ``record.types``: the frozen record dataclasses, states as ``reconciler.states`` enums.
+* ``record.protocols``: the store interface split by role, ``StateStore`` their union, and
+  ``StoreError`` (a ``reconciler.errors.PermanentError``).
+* ``record.migrations``: the versioned-migration runner shared by the backends.
+"""
+
+from reconciler.record.protocols import (
+    DeployedVersions,
+    EnvironmentFields,
+    EnvironmentStates,
+    Meta,
+    Quarantines,
+    RolloutJournal,
+    RunJournal,
+    StateStore,
+    StoreError,
+)
+from reconciler.record.types import (
     DeployedVersion,
     EnvironmentStatus,
     QuarantineRecord,
     RolloutRecord,
     RunRecord,
-    StateStore,
     StepRecord,
-    StoreError,
 )
 
 __all__ = [
     "DeployedVersion",
+    "DeployedVersions",
+    "EnvironmentFields",
+    "EnvironmentStates",
     "EnvironmentStatus",
+    "Meta",
     "QuarantineRecord",
+    "Quarantines",
+    "RolloutJournal",
     "RolloutRecord",
+    "RunJournal",
     "RunRecord",
     "StateStore",
     "StepRecord",

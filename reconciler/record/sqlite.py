@@ -1,317 +1,277 @@
-"""The state store: what reconciler deployed, its reconcile runs and the rollout journal.
+"""The SQLite backend of the state store (the embedded default); the only importer of sqlite3.
 
-Contract: ``StateStore`` is the interface the rest of the code uses; ``SqliteStateStore`` is the
-only importer of ``sqlite3`` (WAL mode, one transaction per call, versioned schema). Every
-timestamp is passed in by the caller (seconds since the epoch), so the store has no clock.
-
-* deployed: per environment/host/app the version last deployed successfully, with its group,
-  commit, rollout and time. Only hosts that really succeeded are written here.
-* runs: one row per reconcile run of an environment (history).
-* rollouts and rollout_steps: the journal. A step is written before its playbook runs
-  (``running``) and again when it ends, so an interrupted rollout is visible after a crash.
-* environments: per environment suspended flag, attempted/applied commit, last error.
-* meta: small key/value facts (last valid commit, source errors).
+Contract (beyond ``record.protocols``):
+* ``SqliteStateStore.open(path)`` (or ``SqliteStateStore(path)``): read-write. Creates the
+  missing directories 0700 and the database file 0600 whatever the umask (SQLite gives its
+  ``-wal``/``-shm`` files the database file's mode); modes of existing files are left alone.
+  WAL mode, ``synchronous=NORMAL``, foreign keys on; brings the schema up to date through
+  ``record.migrations`` (the SQL is in ``sql/sqlite/``), so the first release's databases
+  (``PRAGMA user_version = 1``, no ``schema_migrations``) are adopted as they are.
+  ``PRAGMA user_version`` follows the newest applied migration, so the first release refuses
+  a database migrated past it instead of misreading it.
+* ``open(path, read_only=True)``, for the commands that only read: ``file:...?mode=ro`` and
+  ``PRAGMA query_only``; never creates, migrates or writes. A missing (or schema-less)
+  database reads as empty (from memory; no file or directory is created), a schema older or
+  newer than the code raises ``StoreError`` telling how to migrate, every write raises
+  ``StoreError``; the database's bytes stay as they were. (SQLite itself leaves empty
+  ``-wal``/``-shm`` files behind a reader of a WAL database nobody else has open.)
+* One connection shared by threads under a lock; each write method is one ``BEGIN IMMEDIATE``
+  transaction (30 s ``timeout`` on other processes' locks); ``sqlite3`` errors come out as
+  ``StoreError``; rows are converted explicitly (``record.rows``), states to their enums.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
-SCHEMA_VERSION = 1
+from reconciler.record import migrations, rows
+from reconciler.record.protocols import EnvironmentFields, StoreError
+from reconciler.record.types import (
+    DeployedVersion,
+    EnvironmentStatus,
+    QuarantineRecord,
+    RolloutRecord,
+    RunRecord,
+    StepRecord,
+)
+from reconciler.states import EnvironmentResult, RolloutState, StepState
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS deployed (
-    environment TEXT NOT NULL,
-    host TEXT NOT NULL,
-    app TEXT NOT NULL,
-    version TEXT NOT NULL,
-    grp TEXT NOT NULL,
-    commit_sha TEXT,
-    rollout_id TEXT,
-    deployed_at REAL NOT NULL,
-    PRIMARY KEY (environment, host, app)
-);
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    environment TEXT NOT NULL,
-    commit_sha TEXT,
-    started_at REAL NOT NULL,
-    finished_at REAL,
-    result TEXT NOT NULL,
-    summary TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX IF NOT EXISTS runs_by_env ON runs (environment, started_at);
-CREATE TABLE IF NOT EXISTS rollouts (
-    id TEXT PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    environment TEXT NOT NULL,
-    grp TEXT NOT NULL,
-    commit_sha TEXT,
-    apps TEXT NOT NULL,
-    state TEXT NOT NULL,
-    reason TEXT NOT NULL DEFAULT '',
-    started_at REAL NOT NULL,
-    finished_at REAL
-);
-CREATE INDEX IF NOT EXISTS rollouts_by_env ON rollouts (environment, grp, started_at);
-CREATE TABLE IF NOT EXISTS rollout_steps (
-    rollout_id TEXT NOT NULL REFERENCES rollouts (id),
-    phase TEXT NOT NULL,
-    step_index INTEGER NOT NULL,
-    percent INTEGER NOT NULL,
-    hosts TEXT NOT NULL,
-    state TEXT NOT NULL,
-    host_results TEXT NOT NULL DEFAULT '{}',
-    gate_results TEXT NOT NULL DEFAULT '[]',
-    run_dir TEXT NOT NULL DEFAULT '',
-    started_at REAL NOT NULL,
-    finished_at REAL,
-    PRIMARY KEY (rollout_id, phase, step_index)
-);
-CREATE TABLE IF NOT EXISTS environments (
-    environment TEXT PRIMARY KEY,
-    suspended INTEGER NOT NULL DEFAULT 0,
-    last_attempted_commit TEXT,
-    last_applied_commit TEXT,
-    last_result TEXT NOT NULL DEFAULT '',
-    last_error TEXT NOT NULL DEFAULT '',
-    updated_at REAL
-);
-CREATE TABLE IF NOT EXISTS quarantine (
-    environment TEXT NOT NULL,
-    grp TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    commit_sha TEXT,
-    rollout_id TEXT,
-    reason TEXT NOT NULL DEFAULT '',
-    revert TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL,
-    PRIMARY KEY (environment, grp)
-);
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
+if TYPE_CHECKING:
+    from reconciler.record.protocols import StateStore
+
+__all__ = ["SqliteStateStore"]
+
+DIALECT = "sqlite"
+_NEWEST_FIRST = "ORDER BY started_at DESC, rowid DESC LIMIT ?"  # ties: last written first
+_T = TypeVar("_T")
+_BOOKKEEPING = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations"
+    " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+)
 
 
-class StoreError(Exception):
-    """The state store cannot be used (unknown schema, corrupt file)."""
+@contextmanager
+def _translated(path: Path | str) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StoreError(f"state store {path}: {exc}") from exc
 
 
-@dataclass(frozen=True)
-class DeployedVersion:
-    environment: str
-    host: str
-    app: str
-    version: str
-    group: str
-    commit: str | None
-    rollout_id: str | None
-    deployed_at: float
+@contextmanager
+def _immediate(db: sqlite3.Connection, lock: threading.RLock) -> Iterator[sqlite3.Connection]:
+    """One ``BEGIN IMMEDIATE`` transaction: committed at the end, rolled back on error."""
+    with lock:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
 
-@dataclass(frozen=True)
-class RunRecord:
-    id: str
-    environment: str
-    commit: str | None
-    started_at: float
-    finished_at: float | None
-    result: str
-    summary: Mapping[str, Any]
+def _statements(script: str) -> list[str]:
+    """The statements of a SQL script, split at the semicolons that end one (not those in
+    strings, comments or trigger bodies); a rest without one is run as it is."""
+    found, buffer = [], ""
+    *parts, rest = script.split(";")
+    for part in parts:
+        buffer += part + ";"
+        if sqlite3.complete_statement(buffer):
+            found.append(buffer.strip())
+            buffer = ""
+    if (buffer + rest).strip():
+        found.append(buffer + rest)  # comments, or a last statement without its semicolon
+    return found
 
 
-@dataclass(frozen=True)
-class RolloutRecord:
-    id: str
-    run_id: str
-    environment: str
-    group: str
-    commit: str | None
-    apps: Mapping[str, str]
-    state: str
-    reason: str
-    started_at: float
-    finished_at: float | None
+def _create_private(path: Path) -> None:
+    """Create the missing directories 0700 and the file 0600, whatever the umask."""
+    for directory in reversed([p for p in (path.parent, *path.parent.parents) if not p.exists()]):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        directory.chmod(0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
-@dataclass(frozen=True)
-class StepRecord:
-    rollout_id: str
-    phase: str
-    index: int
-    percent: int
-    hosts: tuple[str, ...]
-    state: str
-    host_results: Mapping[str, Any]
-    gate_results: Sequence[Any]
-    run_dir: str
-    started_at: float
-    finished_at: float | None
+class _Schema:
+    """``migrations.Database`` and ``migrations.Session`` on one connection."""
+
+    dialect = DIALECT
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
+        self._db, self._lock = db, lock
+
+    @contextmanager
+    def session(self) -> Iterator[_Schema]:
+        with self._lock:
+            yield self
+
+    @contextmanager
+    def exclusive(self) -> Iterator[_Schema]:
+        with _immediate(self._db, self._lock):
+            yield self
+
+    def applied(self) -> dict[int, str] | None:
+        exists = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        ).fetchone()
+        if exists is None:
+            return None
+        return dict(self._db.execute("SELECT version, name FROM schema_migrations").fetchall())
+
+    def legacy_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def create_bookkeeping(self) -> None:
+        self._db.execute(_BOOKKEEPING)
+
+    def run_script(self, sql: str) -> None:
+        for statement in _statements(sql):
+            self._db.execute(statement)
+
+    def record(self, migration: migrations.Migration, applied_at: float) -> None:
+        self._db.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            (migration.version, migration.name, applied_at),
+        )
+        version = max(self.legacy_version(), int(migration.version))
+        self._db.execute(f"PRAGMA user_version = {version}")
 
 
-@dataclass(frozen=True)
-class QuarantineRecord:
-    """Desired versions of a group whose rollout failed: never retried automatically."""
-
-    environment: str
-    group: str
-    fingerprint: str
-    commit: str | None
-    rollout_id: str | None
-    reason: str
-    revert: str
-    created_at: float
-
-
-@dataclass(frozen=True)
-class EnvironmentStatus:
-    environment: str
-    suspended: bool
-    last_attempted_commit: str | None
-    last_applied_commit: str | None
-    last_result: str
-    last_error: str
-    updated_at: float | None
-
-
-class StateStore(Protocol):
-    def deployed(self, environment: str) -> list[DeployedVersion]: ...
-    def recorded_versions(self, environment: str) -> dict[tuple[str, str], str]: ...
-    def record_deployed(self, records: Sequence[DeployedVersion]) -> None: ...
-    def forget_deployed(self, environment: str, pairs: Sequence[tuple[str, str]]) -> None: ...
-    def start_run(self, run: RunRecord) -> None: ...
-    def finish_run(
-        self, run_id: str, result: str, finished_at: float, summary: Mapping[str, Any]
-    ) -> None: ...
-    def runs(self, environment: str | None = None, limit: int = 20) -> list[RunRecord]: ...
-    def start_rollout(self, rollout: RolloutRecord) -> None: ...
-    def finish_rollout(
-        self, rollout_id: str, state: str, reason: str, finished_at: float
-    ) -> None: ...
-    def rollouts(self, environment: str | None = None, limit: int = 20) -> list[RolloutRecord]: ...
-    def unfinished_rollouts(self) -> list[RolloutRecord]: ...
-    def rollout(self, rollout_id: str) -> RolloutRecord | None: ...
-    def journal_step(self, step: StepRecord) -> None: ...
-    def steps(self, rollout_id: str) -> list[StepRecord]: ...
-    def environment_status(self, environment: str) -> EnvironmentStatus: ...
-    def environment_statuses(self) -> list[EnvironmentStatus]: ...
-    def update_environment(self, environment: str, updated_at: float, **fields: Any) -> None: ...
-    def quarantine(self, environment: str, group: str) -> QuarantineRecord | None: ...
-    def quarantines(self, environment: str | None = None) -> list[QuarantineRecord]: ...
-    def set_quarantine(self, record: QuarantineRecord) -> None: ...
-    def clear_quarantine(self, environment: str, group: str) -> None: ...
-    def get_meta(self, key: str) -> str | None: ...
-    def set_meta(self, key: str, value: str) -> None: ...
+def _connect(target: str | Path, *, uri: bool = False) -> sqlite3.Connection:
+    db = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False, timeout=30)
+    db.row_factory = sqlite3.Row
+    return db
 
 
 class SqliteStateStore:
-    """``StateStore`` on one SQLite file; safe to share between threads."""
+    """``record.StateStore`` on one SQLite file; safe to share between threads."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.row_factory = sqlite3.Row
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
-        except sqlite3.DatabaseError as exc:
-            self._db.close()
-            raise StoreError(f"cannot open state store {path}: {exc}") from exc
+            self._db = self._open_read_only() if read_only else self._open_read_write()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open state store {self.path}: {exc}") from exc
+
+    @classmethod
+    def open(cls, path: Path | str, *, read_only: bool = False) -> SqliteStateStore:
+        return cls(path, read_only=read_only)
+
+    def _open_read_write(self) -> sqlite3.Connection:
+        _create_private(self.path)
+        db = _connect(self.path)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            migrations.migrate(_Schema(db, self._lock), migrations.available(DIALECT))
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        if self.path.exists():
+            db = _connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                db.execute("PRAGMA query_only=ON")
+                schema = _Schema(db, self._lock)
+                if migrations.current_version(schema) > 0:
+                    migrations.require_current(schema, migrations.available(DIALECT))
+                    return db
+            except BaseException:
+                db.close()
+                raise
+            db.close()
+        db = _connect(":memory:")  # no database yet: an empty one, in memory only
+        migrations.migrate(_Schema(db, self._lock), migrations.available(DIALECT))
+        db.execute("PRAGMA query_only=ON")
+        return db
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
+    def __enter__(self) -> SqliteStateStore:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        if self.read_only:
+            raise StoreError(f"state store {self.path} is open read-only: nothing is written")
+        with _translated(self.path), _immediate(self._db, self._lock) as db:
+            yield db
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
+    def _read(
+        self, convert: Callable[[sqlite3.Row], _T], sql: str, params: Sequence[Any] = ()
+    ) -> list[_T]:
+        with self._lock, _translated(self.path):
+            found = self._db.execute(sql, params).fetchall()
+        try:
+            return [convert(r) for r in found]
+        except (ValueError, TypeError) as exc:  # an unknown state, broken JSON
+            raise StoreError(f"state store {self.path}: unreadable row: {exc}") from exc
 
-    def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"state store schema {version} is newer than this reconciler ({SCHEMA_VERSION})"
-            )
-        if version < SCHEMA_VERSION:
-            with self._transaction() as db:
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    def _write(
+        self,
+        table: str,
+        values: Sequence[Mapping[str, Any]],
+        key: Sequence[str] = (),
+        update: Sequence[str] = (),
+    ) -> None:
+        """Insert (or upsert) rows given as ``column -> value``, all in one transaction."""
+        with self._transaction() as db:
+            if values:
+                sql = rows.insert_sql(table, list(values[0]), key, update)
+                db.executemany(sql, [tuple(row.values()) for row in values])
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One write statement in its own transaction; returns how many rows it changed."""
+        with self._transaction() as db:
+            return int(db.execute(sql, params).rowcount)
 
     # -- deployed versions
     def deployed(self, environment: str) -> list[DeployedVersion]:
-        rows = self._query(
-            "SELECT * FROM deployed WHERE environment = ? ORDER BY host, app", (environment,)
-        )
-        return [
-            DeployedVersion(
-                r["environment"],
-                r["host"],
-                r["app"],
-                r["version"],
-                r["grp"],
-                r["commit_sha"],
-                r["rollout_id"],
-                r["deployed_at"],
-            )
-            for r in rows
-        ]
+        sql = "SELECT * FROM deployed WHERE environment = ? ORDER BY host, app"
+        return self._read(rows.deployed, sql, (environment,))
 
     def recorded_versions(self, environment: str) -> dict[tuple[str, str], str]:
-        """``(host, app) -> version``: what planning needs, without building records."""
-        rows = self._query(
-            "SELECT host, app, version FROM deployed WHERE environment = ?", (environment,)
-        )
-        return {(r[0], r[1]): r[2] for r in rows}
+        sql = "SELECT host, app, version FROM deployed WHERE environment = ?"
+        return dict(self._read(lambda r: ((r[0], r[1]), r[2]), sql, (environment,)))
 
     def record_deployed(self, records: Sequence[DeployedVersion]) -> None:
-        with self._transaction() as db:
-            db.executemany(
-                "INSERT INTO deployed VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (environment, host, app) DO UPDATE SET version = excluded.version,"
-                " grp = excluded.grp, commit_sha = excluded.commit_sha,"
-                " rollout_id = excluded.rollout_id, deployed_at = excluded.deployed_at",
-                [
-                    (
-                        r.environment,
-                        r.host,
-                        r.app,
-                        r.version,
-                        r.group,
-                        r.commit,
-                        r.rollout_id,
-                        r.deployed_at,
-                    )
-                    for r in records
-                ],
-            )
+        update = ("version", "grp", "commit_sha", "rollout_id", "deployed_at")
+        key = ("environment", "host", "app")
+        self._write("deployed", [rows.deployed_row(r) for r in records], key, update)
 
     def forget_deployed(self, environment: str, pairs: Sequence[tuple[str, str]]) -> None:
-        """Drop the records of (host, app) pairs whose real version is unknown."""
         with self._transaction() as db:
             db.executemany(
                 "DELETE FROM deployed WHERE environment = ? AND host = ? AND app = ?",
@@ -320,249 +280,134 @@ class SqliteStateStore:
 
     # -- runs
     def start_run(self, run: RunRecord) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    run.id,
-                    run.environment,
-                    run.commit,
-                    run.started_at,
-                    run.finished_at,
-                    run.result,
-                    json.dumps(dict(run.summary)),
-                ),
-            )
+        self._write("runs", [rows.run_row(run)])
+
+    def _finish_run(
+        self, run_id: str, result: str, at: float, summary: Mapping[str, Any], only_running: bool
+    ) -> bool:
+        sql = "UPDATE runs SET result = ?, finished_at = ?, summary = ? WHERE id = ?"
+        params = (rows.finished_result(result), at, rows.json_text(dict(summary)), run_id)
+        return self._execute(sql + (" AND finished_at IS NULL" if only_running else ""), params) > 0
 
     def finish_run(
-        self, run_id: str, result: str, finished_at: float, summary: Mapping[str, Any]
+        self, run_id: str, result: EnvironmentResult, finished_at: float, summary: Mapping[str, Any]
     ) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE runs SET result = ?, finished_at = ?, summary = ? WHERE id = ?",
-                (result, finished_at, json.dumps(dict(summary)), run_id),
-            )
+        self._finish_run(run_id, result, finished_at, summary, only_running=False)
+
+    def finish_run_if_running(
+        self, run_id: str, result: EnvironmentResult, finished_at: float, summary: Mapping[str, Any]
+    ) -> bool:
+        return self._finish_run(run_id, result, finished_at, summary, only_running=True)
+
+    def run(self, run_id: str) -> RunRecord | None:
+        found = self._read(rows.run, "SELECT * FROM runs WHERE id = ?", (run_id,))
+        return next(iter(found), None)
 
     def runs(self, environment: str | None = None, limit: int = 20) -> list[RunRecord]:
-        sql = "SELECT * FROM runs"
-        params: list[Any] = []
-        if environment:
-            sql += " WHERE environment = ?"
-            params.append(environment)
-        rows = self._query(sql + " ORDER BY started_at DESC, rowid DESC LIMIT ?", [*params, limit])
-        return [
-            RunRecord(
-                r["id"],
-                r["environment"],
-                r["commit_sha"],
-                r["started_at"],
-                r["finished_at"],
-                r["result"],
-                json.loads(r["summary"]),
-            )
-            for r in rows
-        ]
+        where, params = ("WHERE environment = ?", [environment]) if environment else ("", [])
+        sql = f"SELECT * FROM runs {where} {_NEWEST_FIRST}"  # noqa: S608
+        return self._read(rows.run, sql, [*params, limit])
+
+    def unfinished_runs(self) -> list[RunRecord]:
+        sql = "SELECT * FROM runs WHERE finished_at IS NULL ORDER BY started_at, rowid"
+        return self._read(rows.run, sql)
 
     # -- rollouts and their journal
     def start_rollout(self, rollout: RolloutRecord) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    rollout.id,
-                    rollout.run_id,
-                    rollout.environment,
-                    rollout.group,
-                    rollout.commit,
-                    json.dumps(dict(rollout.apps)),
-                    rollout.state,
-                    rollout.reason,
-                    rollout.started_at,
-                    rollout.finished_at,
-                ),
-            )
+        self._write("rollouts", [rows.rollout_row(rollout)])
 
-    def finish_rollout(self, rollout_id: str, state: str, reason: str, finished_at: float) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE rollouts SET state = ?, reason = ?, finished_at = ? WHERE id = ?",
-                (state, reason, finished_at, rollout_id),
-            )
+    def finish_rollout(
+        self, rollout_id: str, state: RolloutState, reason: str, finished_at: float
+    ) -> None:
+        sql = "UPDATE rollouts SET state = ?, reason = ?, finished_at = ? WHERE id = ?"
+        self._execute(sql, (rows.finished_state(state), reason, finished_at, rollout_id))
 
-    @staticmethod
-    def _rollout(r: sqlite3.Row) -> RolloutRecord:
-        return RolloutRecord(
-            r["id"],
-            r["run_id"],
-            r["environment"],
-            r["grp"],
-            r["commit_sha"],
-            json.loads(r["apps"]),
-            r["state"],
-            r["reason"],
-            r["started_at"],
-            r["finished_at"],
+    def finish_rollout_if_running(
+        self, rollout_id: str, state: RolloutState, reason: str, finished_at: float
+    ) -> bool:
+        sql = (
+            "UPDATE rollouts SET state = ?, reason = ?, finished_at = ?"
+            " WHERE id = ? AND finished_at IS NULL"
         )
-
-    def rollouts(self, environment: str | None = None, limit: int = 20) -> list[RolloutRecord]:
-        sql = "SELECT * FROM rollouts"
-        params: list[Any] = []
-        if environment:
-            sql += " WHERE environment = ?"
-            params.append(environment)
-        rows = self._query(sql + " ORDER BY started_at DESC, rowid DESC LIMIT ?", [*params, limit])
-        return [self._rollout(r) for r in rows]
+        params = (rows.finished_state(state), reason, finished_at, rollout_id)
+        with self._transaction() as db:
+            closed = db.execute(sql, params).rowcount > 0
+            if closed:
+                db.execute(
+                    "UPDATE rollout_steps SET state = ?, finished_at = ?"
+                    " WHERE rollout_id = ? AND state = ?",
+                    (StepState.INTERRUPTED.value, finished_at, rollout_id, StepState.RUNNING.value),
+                )
+            return closed
 
     def rollout(self, rollout_id: str) -> RolloutRecord | None:
-        rows = self._query("SELECT * FROM rollouts WHERE id = ?", (rollout_id,))
-        return self._rollout(rows[0]) if rows else None
+        found = self._read(rows.rollout, "SELECT * FROM rollouts WHERE id = ?", (rollout_id,))
+        return next(iter(found), None)
+
+    def rollouts(self, environment: str | None = None, limit: int = 20) -> list[RolloutRecord]:
+        where, params = ("WHERE environment = ?", [environment]) if environment else ("", [])
+        sql = f"SELECT * FROM rollouts {where} {_NEWEST_FIRST}"  # noqa: S608
+        return self._read(rows.rollout, sql, [*params, limit])
 
     def unfinished_rollouts(self) -> list[RolloutRecord]:
-        rows = self._query("SELECT * FROM rollouts WHERE finished_at IS NULL ORDER BY started_at")
-        return [self._rollout(r) for r in rows]
+        sql = "SELECT * FROM rollouts WHERE finished_at IS NULL ORDER BY started_at, rowid"
+        return self._read(rows.rollout, sql)
 
     def journal_step(self, step: StepRecord) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO rollout_steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (rollout_id, phase, step_index) DO UPDATE SET"
-                " hosts = excluded.hosts, state = excluded.state,"
-                " host_results = excluded.host_results, gate_results = excluded.gate_results,"
-                " run_dir = excluded.run_dir, finished_at = excluded.finished_at",
-                (
-                    step.rollout_id,
-                    step.phase,
-                    step.index,
-                    step.percent,
-                    json.dumps(step.hosts),
-                    step.state,
-                    json.dumps(dict(step.host_results)),
-                    json.dumps(list(step.gate_results)),
-                    step.run_dir,
-                    step.started_at,
-                    step.finished_at,
-                ),
-            )
+        key = ("rollout_id", "phase", "step_index")
+        update = ("hosts", "state", "host_results", "gate_results", "run_dir", "finished_at")
+        self._write("rollout_steps", [rows.step_row(step)], key, update)
 
     def steps(self, rollout_id: str) -> list[StepRecord]:
-        rows = self._query(
-            "SELECT * FROM rollout_steps WHERE rollout_id = ? ORDER BY started_at, rowid",
-            (rollout_id,),
-        )
-        return [
-            StepRecord(
-                r["rollout_id"],
-                r["phase"],
-                r["step_index"],
-                r["percent"],
-                tuple(json.loads(r["hosts"])),
-                r["state"],
-                json.loads(r["host_results"]),
-                json.loads(r["gate_results"]),
-                r["run_dir"],
-                r["started_at"],
-                r["finished_at"],
-            )
-            for r in rows
-        ]
+        sql = "SELECT * FROM rollout_steps WHERE rollout_id = ? ORDER BY started_at, rowid"
+        return self._read(rows.step, sql, (rollout_id,))
 
     # -- environments
-    @staticmethod
-    def _status(r: sqlite3.Row) -> EnvironmentStatus:
-        return EnvironmentStatus(
-            r["environment"],
-            bool(r["suspended"]),
-            r["last_attempted_commit"],
-            r["last_applied_commit"],
-            r["last_result"],
-            r["last_error"],
-            r["updated_at"],
-        )
-
     def environment_status(self, environment: str) -> EnvironmentStatus:
-        rows = self._query("SELECT * FROM environments WHERE environment = ?", (environment,))
-        if not rows:
-            return EnvironmentStatus(environment, False, None, None, "", "", None)
-        return self._status(rows[0])
+        sql = "SELECT * FROM environments WHERE environment = ?"
+        found = self._read(rows.status, sql, (environment,))
+        return found[0] if found else EnvironmentStatus.unknown(environment)
 
     def environment_statuses(self) -> list[EnvironmentStatus]:
-        return [
-            self._status(r) for r in self._query("SELECT * FROM environments ORDER BY environment")
-        ]
+        return self._read(rows.status, "SELECT * FROM environments ORDER BY environment")
 
-    _ENVIRONMENT_FIELDS = frozenset(
-        {"suspended", "last_attempted_commit", "last_applied_commit", "last_result", "last_error"}
-    )
-
-    def update_environment(self, environment: str, updated_at: float, **fields: Any) -> None:
-        unknown = set(fields) - self._ENVIRONMENT_FIELDS
-        if unknown:
-            raise ValueError(f"unknown environment fields: {sorted(unknown)}")
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO environments (environment, updated_at) VALUES (?, ?) "
-                "ON CONFLICT (environment) DO UPDATE SET updated_at = excluded.updated_at",
-                (environment, updated_at),
-            )
-            for name, value in fields.items():  # names checked against a fixed set above
-                db.execute(
-                    f"UPDATE environments SET {name} = ? WHERE environment = ?",  # noqa: S608
-                    (int(value) if isinstance(value, bool) else value, environment),
-                )
+    def update_environment(
+        self, environment: str, updated_at: float, **fields: Unpack[EnvironmentFields]
+    ) -> None:
+        values = rows.environment_values(fields)  # names checked against a fixed set
+        row = {"environment": environment, "updated_at": updated_at, **values}
+        self._write("environments", [row], ("environment",), ("updated_at", *values))
 
     # -- quarantine
     def quarantines(self, environment: str | None = None) -> list[QuarantineRecord]:
-        sql, params = "SELECT * FROM quarantine", []
-        if environment:
-            sql, params = sql + " WHERE environment = ?", [environment]
-        return [
-            QuarantineRecord(
-                r["environment"],
-                r["grp"],
-                r["fingerprint"],
-                r["commit_sha"],
-                r["rollout_id"],
-                r["reason"],
-                r["revert"],
-                r["created_at"],
-            )
-            for r in self._query(sql + " ORDER BY environment, grp", params)
-        ]
+        where, params = ("WHERE environment = ?", [environment]) if environment else ("", [])
+        sql = f"SELECT * FROM quarantine {where} ORDER BY environment, grp"  # noqa: S608
+        return self._read(rows.quarantine, sql, params)
 
     def quarantine(self, environment: str, group: str) -> QuarantineRecord | None:
-        return next((q for q in self.quarantines(environment) if q.group == group), None)
+        sql = "SELECT * FROM quarantine WHERE environment = ? AND grp = ?"
+        return next(iter(self._read(rows.quarantine, sql, (environment, group))), None)
 
     def set_quarantine(self, record: QuarantineRecord) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.environment,
-                    record.group,
-                    record.fingerprint,
-                    record.commit,
-                    record.rollout_id,
-                    record.reason,
-                    record.revert,
-                    record.created_at,
-                ),
-            )
+        row = rows.quarantine_row(record)
+        self._write("quarantine", [row], ("environment", "grp"), list(row)[2:])
 
     def clear_quarantine(self, environment: str, group: str) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "DELETE FROM quarantine WHERE environment = ? AND grp = ?", (environment, group)
-            )
+        sql = "DELETE FROM quarantine WHERE environment = ? AND grp = ?"
+        self._execute(sql, (environment, group))
 
     # -- meta
     def get_meta(self, key: str) -> str | None:
-        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
-        return rows[0]["value"] if rows else None
+        found = self._read(lambda r: str(r[0]), "SELECT value FROM meta WHERE key = ?", (key,))
+        return next(iter(found), None)
 
     def set_meta(self, key: str, value: str) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO meta VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+        self._write("meta", [{"key": key, "value": value}], ("key",), ("value",))
+
+
+if TYPE_CHECKING:  # mypy proves the backend implements the interfaces
+
+    def _conforms(
+        store: SqliteStateStore, schema: _Schema
+    ) -> tuple[StateStore, migrations.Database]:
+        return store, schema

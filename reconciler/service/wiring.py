@@ -32,8 +32,9 @@ def load_repository(root: Path, commit: str | None = None) -> loading.LoadResult
     return loading.load_repository(root, inventories=inventory.load, commit=commit)
 
 
-def open_store(settings: Settings) -> StateStore:
-    return SqliteStateStore(settings.database_path)
+def open_store(settings: Settings, *, read_only: bool = False) -> StateStore:
+    """The state store; ``read_only`` for reads, which never create, migrate or write."""
+    return SqliteStateStore.open(settings.database_path, read_only=read_only)
 
 
 def git_source(settings: Settings) -> GitSource:
@@ -63,7 +64,9 @@ def desired_source(settings: Settings, store: StateStore, *, record: bool) -> De
 
 
 def build(settings: Settings, *, record: bool = True) -> Reconciler:
-    store = open_store(settings)
+    """Everything a reconcile needs; ``record=False`` (reads): a read-only store, and a source
+    stage that writes nothing."""
+    store = open_store(settings, read_only=not record)
     source = desired_source(settings, store, record=record)
     runner = PlaybookRunner(
         settings.runs_dir,

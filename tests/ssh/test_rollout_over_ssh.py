@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.plan import canary as planning
-from reconciler.record.sqlite import RolloutRecord, SqliteStateStore
+from reconciler.record import RolloutRecord
+from reconciler.record.sqlite import SqliteStateStore
 from reconciler.settings import Settings
 from reconciler.testing.fleet import served_version
 from tests.end_to_end.conftest import RECONCILER, Setup

@@ -1,0 +1,145 @@
+"""The record types: what the state store keeps, as frozen dataclasses.
+
+Contract:
+* Field names and order are stable (callers construct records positionally).
+* Every state is a ``StrEnum`` of ``reconciler.states``. A field typed as one also accepts its
+  text on construction (``"running"``) and always holds the enum member afterwards; an unknown
+  value raises ``ValueError`` at construction, before anything reaches a backend. Because a
+  ``StrEnum`` equals its text, ``record.state == "succeeded"`` keeps working.
+* ``EnvironmentStatus.last_result`` is ``None`` for an environment that was never reconciled
+  (the first release stored ``''``; backends map it to ``None`` on read).
+* Timestamps are seconds since the epoch, supplied by the caller: the store has no clock.
+* JSON-shaped fields (``summary``, ``apps``, ``host_results``, ``gate_results``) hold plain
+  JSON values and come back equal, not identical.
+
+Pure data: no I/O, no backend knowledge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from reconciler.states import EnvironmentResult, Phase, RolloutState, StepState
+
+__all__ = [
+    "DeployedVersion",
+    "EnvironmentStatus",
+    "QuarantineRecord",
+    "RolloutRecord",
+    "RunRecord",
+    "StepRecord",
+]
+
+
+def _coerce(record: object, name: str, enum: type[StrEnum]) -> None:
+    """Replace the text in a frozen field by its enum member (ValueError when unknown)."""
+    object.__setattr__(record, name, enum(getattr(record, name)))
+
+
+@dataclass(frozen=True)
+class DeployedVersion:
+    """The version of an app last deployed successfully on a host (only real successes)."""
+
+    environment: str
+    host: str
+    app: str
+    version: str
+    group: str
+    commit: str | None
+    rollout_id: str | None
+    deployed_at: float
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One reconcile run of an environment; ``result`` is ``RUNNING`` until it finishes."""
+
+    id: str
+    environment: str
+    commit: str | None
+    started_at: float
+    finished_at: float | None
+    result: EnvironmentResult
+    summary: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        _coerce(self, "result", EnvironmentResult)
+
+
+@dataclass(frozen=True)
+class RolloutRecord:
+    """A journalled rollout of one group to ``apps`` (app -> version)."""
+
+    id: str
+    run_id: str
+    environment: str
+    group: str
+    commit: str | None
+    apps: Mapping[str, str]
+    state: RolloutState
+    reason: str
+    started_at: float
+    finished_at: float | None
+
+    def __post_init__(self) -> None:
+        _coerce(self, "state", RolloutState)
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One step of a rollout, keyed by (rollout_id, phase, index); written before it runs."""
+
+    rollout_id: str
+    phase: Phase
+    index: int
+    percent: int
+    hosts: tuple[str, ...]
+    state: StepState
+    host_results: Mapping[str, Any]
+    gate_results: Sequence[Any]
+    run_dir: str
+    started_at: float
+    finished_at: float | None
+
+    def __post_init__(self) -> None:
+        _coerce(self, "phase", Phase)
+        _coerce(self, "state", StepState)
+
+
+@dataclass(frozen=True)
+class QuarantineRecord:
+    """Desired versions of a group whose rollout failed: never retried automatically."""
+
+    environment: str
+    group: str
+    fingerprint: str
+    commit: str | None
+    rollout_id: str | None
+    reason: str
+    revert: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class EnvironmentStatus:
+    """Per environment facts; ``last_result`` is None when it was never reconciled."""
+
+    environment: str
+    suspended: bool
+    last_attempted_commit: str | None
+    last_applied_commit: str | None
+    last_result: EnvironmentResult | None
+    last_error: str
+    updated_at: float | None
+
+    def __post_init__(self) -> None:
+        if self.last_result is not None:
+            _coerce(self, "last_result", EnvironmentResult)
+
+    @classmethod
+    def unknown(cls, environment: str) -> EnvironmentStatus:
+        """The status of an environment the store has no row for."""
+        return cls(environment, False, None, None, None, "", None)

@@ -1,0 +1,117 @@
+"""Record types and the package surface (pure: no database)."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reconciler import errors, record
+from reconciler.states import EnvironmentResult, Phase, RolloutState, StepState
+
+RECORD_DIR = Path(record.__file__).parent
+
+FIELDS = {
+    record.DeployedVersion: "environment host app version group commit rollout_id deployed_at",
+    record.RunRecord: "id environment commit started_at finished_at result summary",
+    record.RolloutRecord: (
+        "id run_id environment group commit apps state reason started_at finished_at"
+    ),
+    record.StepRecord: (
+        "rollout_id phase index percent hosts state host_results gate_results run_dir "
+        "started_at finished_at"
+    ),
+    record.QuarantineRecord: (
+        "environment group fingerprint commit rollout_id reason revert created_at"
+    ),
+    record.EnvironmentStatus: (
+        "environment suspended last_attempted_commit last_applied_commit last_result "
+        "last_error updated_at"
+    ),
+}
+
+
+@pytest.mark.parametrize("cls", list(FIELDS), ids=lambda c: c.__name__)
+def test_field_names_and_order_are_stable(cls):
+    assert [f.name for f in dataclasses.fields(cls)] == FIELDS[cls].split()
+    assert cls.__dataclass_params__.frozen
+
+
+def test_states_are_coerced_to_their_enums_and_validated():
+    run = record.RunRecord("r", "prod", None, 1.0, None, "running", {})
+    assert run.result is EnvironmentResult.RUNNING
+    rollout = record.RolloutRecord("ro", "r", "prod", "web", None, {}, "degraded", "", 1.0, None)
+    assert rollout.state is RolloutState.DEGRADED and rollout.state == "degraded"
+    step = record.StepRecord("ro", "rollback", 1, 10, ("h",), "failed", {}, [], "", 1.0, None)
+    assert (step.phase, step.state) == (Phase.ROLLBACK, StepState.FAILED)
+    assert dataclasses.replace(step, state="interrupted").state is StepState.INTERRUPTED
+    status = record.EnvironmentStatus("prod", False, None, None, "applied", "", None)
+    assert status.last_result is EnvironmentResult.APPLIED
+    assert record.EnvironmentStatus.unknown("prod").last_result is None
+    with pytest.raises(ValueError):
+        record.RolloutRecord("ro", "r", "prod", "web", None, {}, "paused", "", 1.0, None)
+    with pytest.raises(ValueError):
+        record.StepRecord("ro", "forward", 1, 10, (), "running", {}, [], "", 1.0, None)
+    with pytest.raises(ValueError):
+        record.EnvironmentStatus("prod", False, None, None, "", "", None)  # never: None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        run.result = "applied"  # type: ignore[misc]
+
+
+def test_store_error_is_a_permanent_error():
+    assert issubclass(record.StoreError, errors.PermanentError)
+
+
+def test_the_package_exports_types_protocols_and_the_error():
+    expected = {
+        "DeployedVersion", "RunRecord", "RolloutRecord", "StepRecord", "QuarantineRecord",
+        "EnvironmentStatus", "DeployedVersions", "RunJournal", "RolloutJournal",
+        "EnvironmentStates", "EnvironmentFields", "Quarantines", "Meta", "StateStore",
+        "StoreError",
+    }  # fmt: skip
+    assert set(record.__all__) == expected
+    assert all(hasattr(record, name) for name in expected)
+
+
+def test_state_store_is_the_union_of_the_roles():
+    roles = (
+        record.DeployedVersions, record.RunJournal, record.RolloutJournal,
+        record.EnvironmentStates, record.Quarantines, record.Meta,
+    )  # fmt: skip
+    assert set(record.StateStore.__mro__) >= set(roles)
+    methods = {n for role in roles for n in vars(role) if not n.startswith("_")}
+    from reconciler.record.sqlite import SqliteStateStore
+
+    assert methods <= set(dir(SqliteStateStore))
+
+
+def test_importing_record_does_not_import_sqlite3():
+    code = "import sys, reconciler.record; assert 'sqlite3' not in sys.modules, 'sqlite3'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_only_record_sqlite_imports_sqlite3():
+    importers = set()
+    for path in RECORD_DIR.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(n.split(".")[0] == "sqlite3" for n in names):
+                importers.add(path.relative_to(RECORD_DIR).as_posix())
+    assert importers == {"sqlite.py"}
+
+
+def test_every_record_module_states_its_contract_and_stays_small():
+    for path in RECORD_DIR.rglob("*.py"):
+        source = path.read_text()
+        assert ast.get_docstring(ast.parse(source)), path
+        assert len(source.splitlines()) <= 420, path
