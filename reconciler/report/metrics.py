@@ -52,6 +52,10 @@ class StatusCollector(Collector):
     def __init__(self, status: Callable[[], StatusView]) -> None:
         self.status = status
 
+    def describe(self) -> list[Metric]:
+        """Nothing at registration: the read model is built at scrape time only."""
+        return []
+
     def collect(self) -> Iterator[Metric]:
         view = self.status()
         up = _gauge("source_up", "1 when the last fetch of the Git source succeeded.")
