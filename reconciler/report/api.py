@@ -26,7 +26,6 @@ from pydantic import BaseModel, Field
 
 from reconciler import __version__
 from reconciler.edges import webhooks
-from reconciler.edges.git import reader as git_source
 from reconciler.plan import canary as planning
 from reconciler.record.sqlite import RolloutRecord, StepRecord
 from reconciler.report.metrics import CONTENT_TYPE
@@ -41,6 +40,7 @@ from reconciler.rollout.reconciler import (
 )
 from reconciler.service.daemon import Daemon
 from reconciler.settings import Settings, read_secret
+from reconciler.support.redaction import redact
 
 log = structlog.get_logger(__name__)
 
@@ -333,7 +333,7 @@ def create_app(daemon: Daemon, settings: Settings) -> FastAPI:
             version=__version__,
             daemon=daemon.describe(),
             source=SourceStatus(
-                url=git_source.redact(settings.source.url),
+                url=redact(settings.source.url),
                 branch=settings.source.branch,
                 up=bool(fetched) and not error,
                 error=error,

@@ -42,6 +42,7 @@ from reconciler.rollout import group as rollout
 from reconciler.rollout.reconciler import DesiredSnapshot, EnvironmentOutcome, Reconciler
 from reconciler.service import systemd_notify
 from reconciler.settings import Settings
+from reconciler.support.backoff import Backoff
 
 log = structlog.get_logger(__name__)
 
@@ -276,7 +277,7 @@ class Daemon:
     def _note_source(self, snapshot: DesiredSnapshot) -> None:
         if snapshot.source_error:
             self._failures += 1
-            delay = min(MAX_BACKOFF_S, self.settings.source.poll_interval * 2**self._failures)
+            delay = Backoff(self.settings.source.poll_interval, MAX_BACKOFF_S).delay(self._failures)
             self._backoff_until = time.monotonic() + delay
             log.warning("source_backoff", failures=self._failures, retry_in=round(delay, 1))
         else:
