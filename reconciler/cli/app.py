@@ -597,7 +597,7 @@ def rollback(
     message = revert_commits.operator_rollback_message(
         env, group, {a: current[a] for a in target}, target, getpass.getuser()
     )
-    result = reconciler.source.commit_group_versions(
+    result = reconciler.reverter.commit_group_versions(
         env_file=environment.source_file, group=group, versions=target, message=message
     )
     console.print(

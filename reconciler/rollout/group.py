@@ -34,9 +34,11 @@ from typing import Protocol
 import structlog
 
 from reconciler import content
+from reconciler.desired.messages import RevertRequest
 from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host
 from reconciler.edges.ansible.runner import PlaybookRun, PlaybookRunner, RunResult
 from reconciler.edges.gates.checker import GateResult, GateTarget, HealthChecker
+from reconciler.edges.git import GitWriter
 from reconciler.plan import canary as planning
 from reconciler.record.sqlite import (
     DeployedVersion,
@@ -99,22 +101,8 @@ class SilentReporter:
         return None
 
 
-class Reverter(Protocol):
-    """Pushes the revert commit after a rollback (the Git source)."""
-
-    def revert(
-        self,
-        *,
-        environment: EnvironmentDesired,
-        group: GroupDesired,
-        commit: str,
-        failed: Mapping[str, str],
-        restore: Mapping[str, str],
-        reason: str,
-        rollout_id: str,
-    ) -> tuple[str, str]:
-        """Returns (status, detail): pushed | noop | conflict | disabled | error."""
-        ...
+#: Pushes the revert commit after a rollback: the Git edge's writer.
+Reverter = GitWriter
 
 
 @dataclass(frozen=True)
@@ -542,18 +530,22 @@ class GroupRollout:
         failed = {app: v for app, v in group.apps.items() if app in restore}
         if not restore:
             return "pending: no last good version to restore; revert the commit by hand"
-        status, detail = self.reverter.revert(
-            environment=environment,
-            group=group,
-            commit=deployment.commit,
-            failed=failed,
-            restore=restore,
-            reason=reason,
-            rollout_id=rollout_id,
+        result = self.reverter.revert_rollout(
+            RevertRequest(
+                environment=environment.name,
+                group=group.name,
+                env_file=environment.source_file,
+                offending_sha=deployment.commit,
+                failed_versions=failed,
+                restore_versions=dict(restore),
+                reason=reason,
+                rollout_id=rollout_id,
+            )
         )
-        if status in ("pushed", "noop"):
-            return f"{status}: {detail}"
-        return f"pending ({status}): {detail}"
+        detail = f"{result.kind}{f' {result.sha[:12]}' if result.sha else ''}: {result.detail}"
+        if result.status in ("pushed", "noop"):
+            return f"{result.status}: {detail}"
+        return f"pending ({result.status}): {detail}"
 
 
 def _failures(result: RunResult) -> dict[str, str]:

@@ -30,9 +30,9 @@ import structlog
 from reconciler.desired import loading as validation
 from reconciler.desired.model import DesiredState, EnvironmentDesired, GroupDesired
 from reconciler.desired.windows import next_window, windows_open
+from reconciler.edges import git as git_source
 from reconciler.edges.ansible.runner import PlaybookRunner
 from reconciler.edges.gates.checker import HealthChecker
-from reconciler.edges.git import reader as git_source
 from reconciler.plan import canary as planning
 from reconciler.record.sqlite import QuarantineRecord, RolloutRecord, RunRecord, StateStore
 from reconciler.rollout import group as rollout
@@ -94,7 +94,7 @@ class Reconciler:
         self,
         settings: Settings,
         *,
-        source: git_source.GitSource,
+        source: git_source.GitReader,
         store: StateStore,
         runner: PlaybookRunner,
         checker: HealthChecker | None = None,

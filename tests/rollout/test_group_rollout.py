@@ -11,14 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.desired.messages import RevertRequest
 from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host, Rollout
 from reconciler.desired.schema import HealthCheck, HttpGate
 from reconciler.edges.ansible.runner import HostResult, HostStatus, RunResult
 from reconciler.edges.gates.checker import GateResult
+from reconciler.edges.git import PushResult
 from reconciler.plan import canary as planning
 from reconciler.record.sqlite import SqliteStateStore
 from reconciler.rollout import group as rollout
 from reconciler.settings import ExecutionSettings
+from reconciler.states import ChangeKind, PushStatus
 
 HOSTS = [f"web-{i:02d}" for i in range(1, 11)]
 
@@ -73,11 +76,11 @@ class FakeChecker:
 
 class FakeReverter:
     def __init__(self) -> None:
-        self.calls: list[dict] = []
+        self.calls: list[RevertRequest] = []
 
-    def revert(self, **kwargs):
-        self.calls.append(kwargs)
-        return "pushed", "revert abc"
+    def revert_rollout(self, request: RevertRequest) -> PushResult:
+        self.calls.append(request)
+        return PushResult(PushStatus.PUSHED, ChangeKind.REVERT, "abc", 1, "reverted")
 
 
 def group(version: str, *, max_failed: int | str = 0, hosts=HOSTS) -> GroupDesired:
@@ -142,7 +145,7 @@ def test_failed_gate_rolls_back_only_the_canary_and_quarantines(store):
     assert "gate http failed on" in outcome.reason and "status 500" in outcome.reason
     assert {d.version for d in store.deployed("prod")} == {"1"}
     [call] = reverter.calls
-    assert (call["failed"], call["restore"], call["commit"]) == (
+    assert (call.failed_versions, call.restore_versions, call.offending_sha) == (
         {"shop": "2"},
         {"shop": "1"},
         "c0ffee",

@@ -13,7 +13,7 @@ import pytest
 
 from reconciler.desired.model import DesiredState, EnvironmentDesired, GroupDesired, Host, Rollout
 from reconciler.desired.schema import MaintenanceWindow
-from reconciler.edges.git.reader import CommitInfo
+from reconciler.edges.git import CommitInfo
 from reconciler.record.sqlite import DeployedVersion, RolloutRecord, RunRecord, StepRecord
 from reconciler.rollout import reconciler as reconcile
 from reconciler.settings import Settings
