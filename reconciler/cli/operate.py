@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
+import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -207,7 +208,9 @@ def run(config: ConfigOption = None) -> None:
     loaded = source_settings(config)
     logs.configure(loaded.daemon.log_level, loaded.daemon.log_format)
     try:
-        code = Daemon(loaded, wiring.build(loaded)).run(serve=wiring.serve(loaded))
+        stopping = threading.Event()  # also ends the Git write-back's retry waits
+        reconciler = wiring.build(loaded, stopping=stopping)
+        code = Daemon(loaded, reconciler, stopping=stopping).run(serve=wiring.serve(loaded))
     except AlreadyRunning as exc:
         fail(str(exc), 2)
     except (OSError, ValueError, RuntimeError) as exc:

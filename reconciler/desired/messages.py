@@ -18,8 +18,9 @@ Contract (pure: no I/O, no Git):
   failed versions, and its parent held exactly the versions being restored (so the revert
   reconciles to a no-op).
 
-Credentials embedded in URLs (``https://user:token@host``) in the reason are masked: commit
-messages are pushed and public to everyone who can read the repository.
+Credentials in the reason and the actor (URLs with userinfo, query-string tokens...) are masked
+with ``support.redaction.redact``: commit messages are pushed and public to everyone who can read
+the repository.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from reconciler.desired.edits import EditError, group_versions, only_group_versions_changed
+from reconciler.support.redaction import redact
 
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 _NEWLINES = re.compile(r"\s*\n\s*")
 
 RevertKind = Literal["revert", "targeted"]
@@ -51,7 +52,7 @@ class RevertRequest:
 
 def _clean(text: str) -> str:
     """One line, no credentials."""
-    return _USERINFO.sub("***@", _NEWLINES.sub("; ", text.strip()))
+    return redact(_NEWLINES.sub("; ", text.strip()))
 
 
 def _versions(versions: Mapping[str, str]) -> str:

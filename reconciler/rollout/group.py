@@ -441,7 +441,8 @@ class GroupRollout:
                 rollout_id=self.rollout_id,
             )
         )
-        return RevertOutcome(PushStatus(result.status), result.detail, result.sha)
+        sha = f" {result.sha[:12]}" if result.sha else ""
+        return RevertOutcome(result.status, f"{result.kind}{sha}: {result.detail}", result.sha)
 
 
 def _failures(result: RunResult) -> dict[str, str]:

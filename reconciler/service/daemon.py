@@ -49,6 +49,7 @@ from reconciler.service.triggers import Triggers
 from reconciler.settings import Settings
 from reconciler.source.refresh import DesiredSnapshot
 from reconciler.states import EnvironmentResult, StopReason
+from reconciler.support.backoff import Backoff
 
 log = structlog.get_logger(__name__)
 
@@ -76,7 +77,13 @@ class _Finished:
 class Daemon:
     """Owns the triggers, the environment pool and the shutdown sequence."""
 
-    def __init__(self, settings: Settings, reconciler: Reconciler) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        reconciler: Reconciler,
+        *,
+        stopping: threading.Event | None = None,
+    ) -> None:
         self.settings = settings
         self.reconciler = reconciler
         self.store: StateStore = reconciler.store
@@ -86,7 +93,7 @@ class Daemon:
         self.lock = StateDirLock(settings.lock_path)
         self.started_at = time.time()
         self.ready = threading.Event()
-        self.stopping = threading.Event()
+        self.stopping = stopping if stopping is not None else threading.Event()
         self.url: str | None = None
         self._wake = threading.Event()
         self._state = threading.Condition()
@@ -272,7 +279,7 @@ class Daemon:
     def _note_source(self, snapshot: DesiredSnapshot) -> None:
         if snapshot.source_error:
             self._failures += 1
-            delay = min(MAX_BACKOFF_S, self.settings.source.poll_interval * 2**self._failures)
+            delay = Backoff(self.settings.source.poll_interval, MAX_BACKOFF_S).delay(self._failures)
             self._backoff_until = time.monotonic() + delay
             log.warning("source_backoff", failures=self._failures, retry_in=round(delay, 1))
         else:

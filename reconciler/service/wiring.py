@@ -7,16 +7,16 @@ tests that need fakes construct ``Reconciler`` / ``Adapters`` directly with thei
 
 from __future__ import annotations
 
-import dataclasses
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from reconciler.desired import loading
-from reconciler.desired.messages import RevertRequest
 from reconciler.edges.ansible import inventory
 from reconciler.edges.ansible.runner import PlaybookRunner
 from reconciler.edges.gates.checker import HealthChecker
-from reconciler.edges.git.reader import GitSource, PushResult
+from reconciler.edges.git.reader import GitSource
+from reconciler.edges.git.writer import WriteBack
 from reconciler.record import StateStore
 from reconciler.record.sqlite import SqliteStateStore
 from reconciler.report import api, server
@@ -38,19 +38,22 @@ def open_store(settings: Settings, *, read_only: bool = False) -> StateStore:
 
 
 def git_source(settings: Settings) -> GitSource:
-    return GitSource(
+    """The Git reader: fetches and snapshots of the tracked branch."""
+    return GitSource(settings.source.url, settings.source.branch, settings.cache_dir)
+
+
+def git_writer(settings: Settings, *, cancel: threading.Event | None = None) -> WriteBack:
+    """The Git write-back (revert and rollback commits), on its own clone: a write never
+    blocks a fetch. ``cancel`` (the daemon's stop) ends its retry waits."""
+    return WriteBack(
         settings.source.url,
         settings.source.branch,
         settings.cache_dir,
         push_enabled=settings.source.push,
         author_name=settings.source.author_name,
         author_email=settings.source.author_email,
+        cancel=cancel,
     )
-
-
-def git_writer(settings: Settings) -> GitSource:
-    """The Git write-back (revert and rollback commits)."""
-    return git_source(settings)
 
 
 def desired_source(settings: Settings, store: StateStore, *, record: bool) -> DesiredSource:
@@ -63,7 +66,9 @@ def desired_source(settings: Settings, store: StateStore, *, record: bool) -> De
     )
 
 
-def build(settings: Settings, *, record: bool = True) -> Reconciler:
+def build(
+    settings: Settings, *, record: bool = True, stopping: threading.Event | None = None
+) -> Reconciler:
     """Everything a reconcile needs; ``record=False`` (reads): a read-only store, and a source
     stage that writes nothing."""
     store = open_store(settings, read_only=not record)
@@ -73,29 +78,12 @@ def build(settings: Settings, *, record: bool = True) -> Reconciler:
         keep_runs=settings.execution.keep_runs,
         host_key_checking=settings.execution.host_key_checking,
     )
-    reverter: Reverter = _TemporaryReverter(source.reader)  # type: ignore[arg-type]
+    reverter: Reverter = git_writer(settings, cancel=stopping)
     return Reconciler(
         settings,
         source=source,
         adapters=Adapters(store=store, runner=runner, checker=HealthChecker(), reverter=reverter),
     )
-
-
-class _TemporaryReverter:
-    """TEMPORARY until the git writer lands: finds the offending commit, then reverts."""
-
-    def __init__(self, source: GitSource) -> None:
-        self.source = source
-
-    def revert_rollout(self, request: RevertRequest) -> PushResult:
-        offending = self.source.introducing_commit(
-            request.env_file, request.group, dict(request.failed_versions), request.offending_sha
-        )
-        result = self.source.revert_rollout(dataclasses.replace(request, offending_sha=offending))
-        sha = f" {result.sha[:12]}" if result.sha else ""
-        return dataclasses.replace(
-            result, detail=f"{result.kind}{sha} of {offending[:12]}: {result.detail}"
-        )
 
 
 def serve(settings: Settings) -> Callable[[Daemon], tuple[str, Callable[[], None]]]:

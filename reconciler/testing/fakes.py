@@ -102,9 +102,7 @@ class FakeChecker:
             self.on_call(number)
         results = []
         for t in targets:
-            passed = (
-                self.verdicts(number, t) if self.verdicts else t.version != self.bad_version
-            )
+            passed = self.verdicts(number, t) if self.verdicts else t.version != self.bad_version
             detail = "status 200" if passed else "status 500"
             results.append(
                 GateResult("http", "http", t.host.name, t.app, passed, False, 1, detail, 0.0)

@@ -42,7 +42,6 @@ __all__ = ["RUNS_DIR_ENV", "RUN_IDENT_ENV", "find_run_processes", "kill_orphans"
 log = logging.getLogger(__name__)
 
 
-
 def find_run_processes(ident: str) -> list[psutil.Process]:
     """Return the live descendants of the current process that carry the marker of ``ident``."""
     if not ident:
