@@ -7,6 +7,8 @@ paths of files that hold them.
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +146,17 @@ class Settings(BaseSettings):
     @property
     def runs_dir(self) -> Path:
         return self.state_dir / "runs"
+
+    @property
+    def control_path_dir(self) -> Path:
+        """ssh ControlPersist sockets of this state dir's playbook runs. A socket path must
+        fit in 108 bytes with ssh's 40-character name, so a long state dir uses a short
+        directory named after it under the temp dir instead."""
+        candidate = self.state_dir / "ssh"
+        if len(str(candidate.absolute())) <= 60:
+            return candidate
+        digest = hashlib.sha256(str(self.state_dir.absolute()).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"reconciler-ssh-{digest}"
 
     @property
     def lock_path(self) -> Path:

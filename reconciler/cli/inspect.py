@@ -8,6 +8,7 @@ models from the store.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated
 
@@ -159,7 +160,7 @@ def history(
     if client is not None:
         rollouts = daemon_call(lambda: client.rollouts(env, limit))
         if steps:
-            rollouts = [daemon_call(lambda r=r: client.rollout(r.id)) for r in rollouts]
+            rollouts = [daemon_call(functools.partial(client.rollout, r.id)) for r in rollouts]
     else:
         store = wiring.open_store(loaded, read_only=True)
         rollouts = [

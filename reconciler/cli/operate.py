@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import getpass
 import threading
 import time
@@ -42,9 +43,10 @@ from reconciler.support import logs
 def _sync_through_daemon(client: DaemonClient, env: list[str] | None, timeout: float) -> None:
     failed = False
     table = Table("environment", "result", "groups", title=f"sync through {client.url}")
-    for environment in env or [None]:
+    targets: list[str | None] = list(env) if env else [None]
+    for environment in targets:
         with console.status(f"daemon reconciling {environment or 'every environment'}"):
-            answer = daemon_call(lambda e=environment: client.sync(e, timeout))
+            answer = daemon_call(functools.partial(client.sync, environment, timeout))
         for name, outcome in answer["finished"].items():
             if outcome is None:
                 failed = True

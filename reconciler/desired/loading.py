@@ -220,7 +220,7 @@ def _check_environment(
         if group.playbook is not None:
             problem = _check_playbook(root, group.playbook)
             if problem:
-                where = ("groups", name, "playbook")
+                where: tuple[str, ...] = ("groups", name, "playbook")
                 problems.append(Problem(file, located.line(where), f"{_dotted(where)}: {problem}"))
     if any(group.playbook is None for group in spec.groups.values()):
         problem = _check_playbook(root, spec.defaults.playbook)

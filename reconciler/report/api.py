@@ -49,7 +49,9 @@ class Control(Protocol):
     ready: threading.Event
     stopping: threading.Event
     metrics: Metrics
-    journal: Journal
+
+    @property
+    def journal(self) -> Journal: ...
 
     @property
     def alive(self) -> bool: ...

@@ -193,7 +193,7 @@ def environment_views(
     for name in names:
         if only is not None and name != only:
             continue
-        status = statuses.get(name) or EnvironmentStatus(name, False, None, None, "", "", None)
+        status = statuses.get(name) or EnvironmentStatus.unknown(name)
         environment = state.environments.get(name) if state else None
         groups: list[GroupView] = []
         hosts: list[HostApp] = []

@@ -55,27 +55,47 @@ def _json(console: Console, data: Any) -> None:
 # ------------------------------------------------------------------------------ status
 
 
+def _fits(console: Console, widths: Sequence[int]) -> bool:
+    """Whether columns of these content widths fit the console (borders and padding)."""
+    return sum(widths) + 3 * len(widths) + 1 <= console.width
+
+
 def status(console: Console, view: StatusView, output: Output, via: str) -> None:
     if output is Output.JSON:
         console.print_json(view.model_dump_json(), highlight=False)
         return
     wide = output is Output.WIDE
-    columns = ["environment", "result", "hosts in sync", "applied"]
-    if wide:
-        columns += ["attempted", "suspended", "updated"]
-    table = _table(*columns)
+    rows = []
     for env in view.environments:
         total = sum(g.hosts for g in env.groups)
         in_sync = total - sum(g.drifted_hosts for g in env.groups)
         result = ("reconciling, " if env.reconciling else "") + (env.last_result or "-")
         if env.suspended and not wide:
             result += " (suspended)"
-        row = [env.name, result, f"{in_sync}/{total} in sync" if env.groups else "-"]
-        row.append(short(env.last_applied_commit))
-        if wide:
-            row += [short(env.last_attempted_commit), "yes" if env.suspended else "no"]
-            row.append(when(env.updated_at))
-        table.add_row(*row)
+        rows.append(
+            {
+                "environment": env.name,
+                "result": result,
+                "hosts in sync": f"{in_sync}/{total}" if env.groups else "-",
+                "applied": short(env.last_applied_commit),
+                "attempted": short(env.last_attempted_commit),
+                "suspended": "yes" if env.suspended else "no",
+                "updated": when(env.updated_at),
+            }
+        )
+    columns = ["environment", "result", "hosts in sync", "applied"]
+    if wide:
+        columns += ["attempted", "suspended", "updated"]
+    else:  # drop optional columns rather than cut a name short
+        while len(columns) > 3 and not _fits(
+            console, [max([len(c), *(len(r[c]) for r in rows)]) for c in columns]
+        ):
+            columns.pop()
+    table = Table(title_justify="left")
+    for column in columns:
+        table.add_column(column, no_wrap=column != "result", overflow="fold")
+    for row in rows:
+        table.add_row(*(row[c] for c in columns))
     console.print(table)
     for env in view.environments:
         if env.last_error:
@@ -125,39 +145,63 @@ def _gate_text(gates: Sequence[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
+def _step_text(step: Any) -> tuple[str, str]:
+    failed = [h for h, r in step.host_results.items() if r.get("status") != "ok"]
+    share = f" ({step.percent}%)" if step.phase == "deploy" else ""
+    detail = f"{len(step.hosts)} host(s) in this step" + (
+        f", failed: {', '.join(failed)}" if failed else ""
+    )
+    gates = _gate_text(step.gate_results)
+    return f"{step.phase} step {step.index}{share}", detail + (f"; {gates}" if gates else "")
+
+
 def history(console: Console, rollouts: Sequence[Rollout], output: Output) -> None:
     if output is Output.JSON:
         _json(console, [r.model_dump() for r in rollouts])
         return
-    wide = output is Output.WIDE
-    columns = ["started", "environment/group", "apps", "state"]
-    if wide:
-        columns += ["commit", "reason"]
-    table = _table(*columns, title="rollouts (step rows: hosts changed by that step)")
+    if output is Output.WIDE:
+        table = _table(
+            "started", "environment/group", "apps", "state", "commit", "reason",
+            title="rollouts (step rows: hosts changed by that step)",
+        )  # fmt: skip
+        for rollout in rollouts:
+            apps = ", ".join(f"{a}={v}" for a, v in rollout.apps.items())
+            table.add_row(
+                when(rollout.started_at),
+                f"{rollout.environment}/{rollout.group}",
+                apps,
+                rollout.state,
+                short(rollout.commit),
+                rollout.reason,
+            )
+            for step in rollout.steps or ():
+                name, detail = _step_text(step)
+                table.add_row("", f"  {name}", detail, step.state, "", "")
+        console.print(table)
+        return
+    # One block per rollout, lines that wrap: full names at any terminal width.
+    if not rollouts:
+        console.print("no rollouts recorded")
     for rollout in rollouts:
         apps = ", ".join(f"{a}={v}" for a, v in rollout.apps.items())
-        row = [when(rollout.started_at), f"{rollout.environment}/{rollout.group}", apps]
-        row.append(rollout.state)
-        if wide:
-            row += [short(rollout.commit), rollout.reason]
-        table.add_row(*row)
-        if not wide and rollout.reason:
-            table.add_row("", Text(f"  {rollout.reason}", style="dim"), "", "")
+        console.print(
+            Text(f"{rollout.environment}/{rollout.group}", style="bold")
+            + Text(f"  {rollout.state}  ", style=_state_style(rollout.state))
+            + Text(f"{when(rollout.started_at)}  {apps}  commit {short(rollout.commit)}")
+        )
+        if rollout.reason:
+            console.print(Text(f"  {rollout.reason}", style="dim"))
         for step in rollout.steps or ():
-            failed = [h for h, r in step.host_results.items() if r.get("status") != "ok"]
-            share = f" ({step.percent}%)" if step.phase == "deploy" else ""
-            detail = f"{len(step.hosts)} host(s) in this step" + (
-                f", failed: {', '.join(failed)}" if failed else ""
-            )
-            gates = _gate_text(step.gate_results)
-            cells = [
-                "",
-                f"  {step.phase} step {step.index}{share}",
-                detail + (f"; {gates}" if gates else ""),
-                step.state,
-            ]
-            table.add_row(*cells, *([""] * (len(columns) - 4)))
-    console.print(table)
+            name, detail = _step_text(step)
+            console.print(Text(f"  {name}: {step.state}, {detail}"))
+
+
+def _state_style(state: str) -> str:
+    if state in ("succeeded", "in_sync", "applied"):
+        return "green"
+    if state in ("degraded", "superseded", "interrupted", "running"):
+        return "yellow"
+    return "red"
 
 
 # ------------------------------------------------------------------------------ diff and plan
@@ -186,19 +230,25 @@ def diff(console: Console, rows: Sequence[DriftRow], commit: str | None, output:
     if not rows:
         console.print(f"in sync at {short(commit)}: no drift")
         return
-    wide = output is Output.WIDE
-    table = _table(
-        *(["environment", "group"] if wide else ["environment/group"]),
-        "host",
-        "app",
-        "recorded",
-        "desired",
-        title=f"diff at {short(commit)}",
-    )
-    for r in rows:
-        where = [r.environment, r.group] if wide else [f"{r.environment}/{r.group}"]
-        table.add_row(*where, r.host, r.app, r.recorded or "none", Text(r.desired, style="bold"))
-    console.print(table)
+    if output is Output.WIDE:
+        table = _table(
+            "environment", "group", "host", "app", "recorded", "desired",
+            title=f"diff at {short(commit)}",
+        )  # fmt: skip
+        for r in rows:
+            table.add_row(r.environment, r.group, r.host, r.app, r.recorded or "none", r.desired)
+        console.print(table)
+    else:
+        console.print(f"diff at {short(commit)}")
+        where = None
+        for r in rows:
+            if (r.environment, r.group) != where:
+                where = (r.environment, r.group)
+                console.print(Text(f"{r.environment}/{r.group}", style="bold"))
+            console.print(
+                Text(f"  {r.host}  {r.app}  {r.recorded or 'none'} -> ")
+                + Text(r.desired, style="bold")
+            )
     console.print(f"{len(rows)} host/app pair(s) out of sync")
 
 

@@ -28,7 +28,7 @@ import structlog
 from reconciler.desired.model import EnvironmentDesired
 from reconciler.plan import canary, policy
 from reconciler.plan.outcomes import EnvironmentOutcome, GroupOutcome
-from reconciler.record import RolloutRecord, RunRecord
+from reconciler.record import EnvironmentFields, RolloutRecord, RunRecord
 from reconciler.rollout import environment as groups
 from reconciler.rollout.group import Deployment, GroupRollout
 from reconciler.rollout.ports import Adapters, SourceStage, StopRequest
@@ -240,7 +240,7 @@ class Reconciler:
         finished = self.clock()
         store.finish_run(run_id, result, finished, summary)
         blocking = [o for o in outcomes.values() if o.state in policy.BLOCKING]
-        fields: dict[str, object] = {
+        fields: EnvironmentFields = {
             "last_result": result,
             "last_error": "; ".join(f"{o.group}: {o.reason}" for o in blocking),
         }

@@ -77,6 +77,7 @@ def build(
         settings.runs_dir,
         keep_runs=settings.execution.keep_runs,
         host_key_checking=settings.execution.host_key_checking,
+        control_path_dir=settings.control_path_dir,
     )
     reverter: Reverter = git_writer(settings, cancel=stopping)
     return Reconciler(

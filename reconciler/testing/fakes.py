@@ -120,7 +120,9 @@ class FakeReverter:
     def revert_rollout(self, request: RevertRequest) -> PushResult:
         self.calls.append(request)
         sha = "feedface" * 5 if self.status is PushStatus.PUSHED else None
-        return PushResult(self.status, sha, ChangeKind.REVERT, 1, "revert abc")
+        return PushResult(
+            status=self.status, kind=ChangeKind.REVERT, sha=sha, attempts=1, detail="revert abc"
+        )
 
 
 class StaticSource:

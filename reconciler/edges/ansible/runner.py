@@ -26,7 +26,9 @@ Contract
   ``{{ lookup('pipe', ...) }}`` stays literal text).
 * Environment of the run: the daemon's environment, then ``ANSIBLE_NOCOLOR=1``,
   ``ANSIBLE_RETRY_FILES_ENABLED=False``, ``ANSIBLE_ROLES_PATH`` (from ``roles_path``, when
-  given), then ``PlaybookRun.envvars``, then, not overridable, ``ANSIBLE_HOST_KEY_CHECKING``
+  given), ``ANSIBLE_SSH_CONTROL_PATH_DIR`` (from ``control_path_dir``, when given: the
+  ssh ControlPersist sockets of this state dir), then ``PlaybookRun.envvars``, then, not
+  overridable, ``ANSIBLE_HOST_KEY_CHECKING``
   (from the adapter's ``host_key_checking``) and ``RECONCILER_RUN_IDENT=<ident>``. Values are
   never logged, and after the run the copy ansible-runner stores in
   ``artifacts/<ident>/command`` has every value redacted except the settings above.
@@ -104,6 +106,7 @@ class PlaybookRunner:
         keep_runs: int = 50,
         host_key_checking: bool = True,
         poll_interval_s: float = 1.0,
+        control_path_dir: Path | None = None,
     ) -> None:
         if keep_runs < 1:
             raise ValueError("keep_runs must be >= 1")
@@ -113,6 +116,7 @@ class PlaybookRunner:
         self.keep_runs = keep_runs
         self.host_key_checking = host_key_checking
         self.poll_interval_s = poll_interval_s
+        self.control_path_dir = control_path_dir
         self._lock = threading.Lock()
         self._active: set[Path] = set()
 
@@ -191,6 +195,10 @@ class PlaybookRunner:
         }
         if run.roles_path:
             env["ANSIBLE_ROLES_PATH"] = os.pathsep.join(str(p) for p in run.roles_path)
+        if self.control_path_dir is not None:
+            # ssh ControlPersist masters of this state dir: one place to find (and end) them
+            self.control_path_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = str(self.control_path_dir)
         env.update(run.envvars)
         env["ANSIBLE_HOST_KEY_CHECKING"] = "True" if self.host_key_checking else "False"
         env[RUN_IDENT_ENV] = ident
