@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 from reconciler.settings import Settings
+from reconciler.testing.fleet import write_inventory
 from tests.daemon.conftest import RECONCILER, wait_for
 from tests.daemon.test_metrics import samples, value
 from tests.end_to_end.test_rollout import env_text
@@ -54,11 +55,23 @@ def test_after_its_own_revert_everything_says_the_revert_is_in_force(converged):
     web = next(g for g in status["environments"][0]["groups"] if g["name"] == "web")
     assert web["apps"] == {"shop": "1.0.0"} and web["in_sync"] and not web["quarantined"]
     metrics = samples(daemon.get("/metrics").text)
-    assert value(metrics, "reconciler_drift_hosts", group="web", app="shop") == 0
-    assert value(metrics, "reconciler_desired_version_info", group="web", version="1.0.0") == 1
-    assert value(metrics, "reconciler_desired_version_info", group="web", version="1.2.0") is None
-    assert value(metrics, "reconciler_quarantined", group="web") == 0
-    assert value(metrics, "reconciler_rollouts_total", group="web", result="rolled_back") == 1
+    assert (
+        value(metrics, "reconciler_drift_hosts", environment="prod", group="web", app="shop") == 0
+    )
+    shop = {"environment": "prod", "group": "web", "app": "shop"}
+    assert value(metrics, "reconciler_desired_version_info", **shop, version="1.0.0") == 1
+    assert value(metrics, "reconciler_desired_version_info", **shop, version="1.2.0") is None
+    assert value(metrics, "reconciler_quarantined", environment="prod", group="web") == 0
+    assert (
+        value(
+            metrics,
+            "reconciler_rollouts_total",
+            environment="prod",
+            group="web",
+            result="rolled_back",
+        )
+        == 1
+    )
     assert value(metrics, "reconciler_revert_commits_total", environment="prod") == 1
     diff = cli(daemon, "diff")
     assert diff.returncode == 0, diff.stdout + diff.stderr
@@ -74,10 +87,13 @@ def test_tolerated_failures_are_degraded_in_history_api_and_metrics(converged):
     daemon = converged
     setup = daemon.setup
     text = env_text("1.1.0", canary="[100]").replace("max_failed_hosts: 0", "max_failed_hosts: 1")
-    # web-02 cannot take 1.1.0: its release directory is in the way (a file)
-    blocker = setup.fleet.app_root("web-02", "shop") / "releases" / "1.1.0"
-    blocker.parent.mkdir(parents=True, exist_ok=True)
-    blocker.write_text("not a directory\n")
+    # web-02 cannot run any module any more: its Python is gone (a failed host, not a gate)
+    write_inventory(
+        setup.remote.work / "inventories" / "prod.yml",
+        setup.groups,
+        setup.ports,
+        {"web-02": {"ansible_python_interpreter": "/nonexistent/python3"}},
+    )
     setup.remote.commit("bump with one bad host", {"environments/prod.yaml": text})
     answer = daemon.post("/api/v1/sync", {"wait": True, "timeout": 300}).json()
     assert answer["finished"]["prod"]["result"] == "degraded"
@@ -86,8 +102,22 @@ def test_tolerated_failures_are_degraded_in_history_api_and_metrics(converged):
     [rollout] = [r for r in daemon.rollouts() if r["apps"] == {"shop": "1.1.0"}]
     assert rollout["state"] == "degraded" and "web-02" in rollout["reason"]
     metrics = samples(daemon.get("/metrics").text)
-    assert value(metrics, "reconciler_rollouts_total", group="web", result="degraded") == 1
-    assert value(metrics, "reconciler_rollouts_total", group="web", result="succeeded") == 1
+    assert (
+        value(
+            metrics, "reconciler_rollouts_total", environment="prod", group="web", result="degraded"
+        )
+        == 1
+    )
+    assert (
+        value(
+            metrics,
+            "reconciler_rollouts_total",
+            environment="prod",
+            group="web",
+            result="succeeded",
+        )
+        == 1
+    )
     history = cli(daemon, "history", "--env", "prod", "-o", "json")
     assert history.returncode == 0, history.stderr
     assert '"state": "degraded"' in history.stdout
@@ -165,7 +195,8 @@ def test_a_revert_push_that_hangs_stops_neither_fetches_nor_the_main_loop(conver
             fifo.write("go\n")
     assert answered.wait(300)
     head = setup.remote.remote_head()
-    assert f"Reverts: {bad}" in setup.remote.git(setup.remote.bare, "log", "-1", "--format=%B")
+    message = setup.remote.git(setup.remote.bare, "log", "-1", "--format=%B")
+    assert f"Reverts: {bad}" in message, daemon.log_tail(6000)
     wait_for(
         lambda: daemon.status()["source"]["valid_commit"] == head,
         60,

@@ -14,10 +14,11 @@ Contract:
 * Each attempt fetches, resets the private checkout to the fresh ``origin/<branch>`` tip and
   re-applies the change there (``changes``): the true ``git revert`` or the targeted commit, with
   the ``Reverts: <sha>`` trailer. Nothing to change is ``noop``.
-* Push is a plain push (never forced). A rejected non-fast-forward push (someone pushed
-  meanwhile) is retried on the new tip after a ``support.backoff`` wait, up to ``max_attempts``:
-  the change is re-applied, which is the "rebase". If the change cannot be re-applied (file or
-  group gone on the new tip) the result is ``conflict`` and nothing is pushed; an unreachable or
+* Push is a plain push (never forced). A push rejected because the branch moved (a
+  non-fast-forward, or another push updated the ref while ours waited in the remote's hooks:
+  "cannot lock ref") is retried on the new tip after a ``support.backoff`` wait, up to
+  ``max_attempts``: the change is re-applied, which is the "rebase". If the change cannot be
+  re-applied (file or group gone on the new tip) the result is ``conflict`` and nothing is pushed; an unreachable or
   refusing remote is ``error``. The waits end early when ``cancel`` is set (shutdown): ``error``.
 * A write has an overall deadline (``deadline_s``, default ``DEFAULT_DEADLINE_S``), the lock
   wait included: every clone/fetch/push is killed with its process group when the deadline (or
@@ -52,6 +53,8 @@ from reconciler.support.redaction import redact
 __all__ = ["DEFAULT_BACKOFF", "DEFAULT_DEADLINE_S", "WriteBack"]
 
 DEFAULT_DEADLINE_S = 180.0
+#: What git says when the branch moved under a push (retry on the new tip).
+_MOVED_MARKERS = ("[rejected]", "cannot lock ref", "failed to update ref", "failed to lock")
 DEFAULT_BACKOFF = backoff.Backoff(base=0.2, cap=5.0, jitter=0.5)
 FETCH_TIMEOUT_S = 120.0
 PUSH_TIMEOUT_S = 120.0
@@ -294,7 +297,9 @@ class WriteBack:
         )
 
     def _push(self, deadline: float) -> str | None:
-        """Plain push of HEAD; None when pushed, else why it was rejected as non-fast-forward."""
+        """Plain push of HEAD; None when pushed, else why it was rejected because the branch
+        moved meanwhile (non-fast-forward, or another push updated it while ours waited in the
+        remote's hooks): retried on the new tip. Any other refusal raises."""
         try:
             self._network(
                 "push to",
@@ -307,7 +312,7 @@ class WriteBack:
             failure = exc.failure
             if isinstance(failure, commands.GitFailure) and not failure.timed_out:
                 output = f"{failure.stdout}\n{failure.stderr}"
-                if "[rejected]" in output:
+                if any(marker in output for marker in _MOVED_MARKERS):
                     return redact(" ".join(output.split()))[:300]
             raise
         return None
