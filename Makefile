@@ -21,8 +21,12 @@ $(BIN)/reconciler: pyproject.toml $(LOCK)
 demo: $(BIN)/reconciler
 	$(BIN)/reconciler demo
 
+# The README's test command: lint, format, layers (import-linter), types (mypy), then the suite.
 test: $(BIN)/reconciler
 	$(BIN)/ruff check reconciler tests bench
+	$(BIN)/ruff format --check reconciler tests bench
+	$(BIN)/lint-imports
+	$(BIN)/mypy reconciler
 	$(BIN)/python -m pytest
 
 lint: $(BIN)/reconciler
