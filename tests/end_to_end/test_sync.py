@@ -92,7 +92,8 @@ def test_failed_and_unreachable_hosts_are_not_recorded(setup, tmp_path):
     assert "failed" in history
 
 
-def test_invalid_commit_is_rejected_and_last_valid_stays_in_force(setup):
+def test_invalid_commit_is_rejected_and_last_valid_stays_in_force(setup, tmp_path):
+    probe = tmp_path / "pwned"  # created only if the version were ever templated
     good = setup.commit_versions(V1, "initial")
     setup.cli("sync", "--once", check=True)
     bad = setup.remote.commit(
@@ -100,7 +101,7 @@ def test_invalid_commit_is_rejected_and_last_valid_stays_in_force(setup):
         {
             "environments/prod.yaml": (setup.remote.work / "environments/prod.yaml")
             .read_text()
-            .replace('"1.0.0"', "\"{{ lookup('pipe', 'touch /tmp/reconciler-pwned') }}\"")
+            .replace('"1.0.0"', f"\"{{{{ lookup('pipe', 'touch {probe}') }}}}\"")
         },
     )
     result = setup.cli("sync", "--once")
@@ -110,4 +111,9 @@ def test_invalid_commit_is_rejected_and_last_valid_stays_in_force(setup):
     status = setup.cli("status").stdout
     assert f"rejected commit {bad[:12]}" in status and good[:12] in status
     store = SqliteStateStore(Settings.load(setup.config).database_path)
-    assert json.loads(store.get_meta("source.problems"))[0].startswith("environments/prod.yaml:")
+    try:
+        problems = json.loads(store.get_meta("source.problems"))
+    finally:
+        store.close()
+    assert problems[0].startswith("environments/prod.yaml:")
+    assert not probe.exists(), "the rejected version was templated: its lookup ran"

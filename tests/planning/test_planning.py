@@ -110,7 +110,104 @@ def test_steps_partition_the_drifted_hosts(hosts, canary, data):
     stepped = [h for s in plan.steps for h in s.hosts]
     assert len(stepped) == len(set(stepped))
     assert set(stepped) == set(hosts) - synced
-    assert [s.index for s in plan.steps] == sorted(s.index for s in plan.steps)
+    # The steps kept are exactly the canary steps with work, each with its own percent and
+    # cumulative count: a step whose cohort slice is all in sync is dropped, none is invented.
+    counts = planning.step_counts(canary, len(hosts))
+    assert all(s.hosts for s in plan.steps)
+    assert [(s.index, s.percent, s.cohort_size) for s in plan.steps] == [
+        (k, canary[k - 1], counts[k - 1])
+        for k in range(1, len(canary) + 1)
+        if set(cohort_slice(plan, hosts, canary, k)) - synced
+    ]
+
+
+def cohort_slice(plan, hosts, canary, k: int) -> tuple[str, ...]:
+    """The hosts step k covers in the stable cohort: between the cumulative counts of k-1 and k."""
+    ordered = planning.cohort("prod", plan.group, hosts)
+    counts = (0, *planning.step_counts(canary, len(hosts)))
+    return ordered[counts[k - 1] : counts[k]]
+
+
+@given(hosts=hosts_st, canary=canary_st, data=st.data())
+def test_step_k_changes_the_drifted_hosts_of_its_cohort_slice(hosts, canary, data):
+    shop_done = data.draw(st.sets(st.sampled_from(hosts)))
+    cart_done = data.draw(st.sets(st.sampled_from(hosts)))
+    env = environment(group("web", hosts, {"shop": "2", "cart": "1"}, canary=canary))
+    recorded = {(h, "shop"): "2" for h in shop_done} | {(h, "cart"): "1" for h in cart_done}
+    plan = planning.plan_environment(env, recorded).group("web")
+    in_sync = shop_done & cart_done
+    assert plan.steps or not set(hosts) - in_sync
+    for step in plan.steps:
+        window = cohort_slice(plan, hosts, canary, step.index)
+        # in the slice, in cohort order, and every drifted host of the slice
+        assert step.hosts == tuple(h for h in window if h not in in_sync)
+
+
+VERSIONS = ("1.0", "1.1", "2.0")
+apps_st = st.dictionaries(
+    st.sampled_from(["shop", "cart", "shop-worker", "search"]),
+    st.sampled_from(VERSIONS),
+    min_size=1,
+)
+
+
+@st.composite
+def environments_and_records(draw):
+    """Several groups (disjoint hosts, `after` a chain), several apps each, and a record that
+    holds the desired version, another version or nothing for each (host, app)."""
+    names = draw(
+        st.lists(st.sampled_from(["web", "api", "worker", "cron"]), min_size=1, unique=True)
+    )
+    groups: list[GroupDesired] = []
+    for name in names:
+        suffix_st = st.from_regex(r"[a-z0-9]{1,5}", fullmatch=True)
+        suffixes = draw(st.lists(suffix_st, min_size=1, max_size=15, unique=True))
+        after = (groups[-1].name,) if groups else ()
+        hosts = [f"{name}-{suffix}" for suffix in suffixes]
+        groups.append(group(name, hosts, draw(apps_st), canary=draw(canary_st), after=after))
+    recorded = {}
+    for g in groups:
+        for host in g.host_names:
+            for app, version in g.apps.items():
+                others = [v for v in VERSIONS if v != version]
+                choice = draw(st.sampled_from([version, None, *others]))
+                if choice is not None:
+                    recorded[(host, app)] = choice
+    return environment(*groups), recorded
+
+
+@given(case=environments_and_records())
+def test_drift_and_plan_agree(case):
+    env, recorded = case
+    rows = planning.drift(env, recorded)
+    plan = planning.plan_environment(env, recorded)
+    assert [g.group for g in plan.groups] == list(env.groups)
+    assert plan.in_sync == (not rows)
+    for name, desired in env.groups.items():
+        # drift: exactly the (host, app) pairs whose record is not the desired version
+        expected = {
+            (host, app): (recorded.get((host, app)), version)
+            for host in desired.host_names
+            for app, version in desired.apps.items()
+            if recorded.get((host, app)) != version
+        }
+        mine = [r for r in rows if r.group == name]
+        assert all(r.environment == "prod" for r in mine)
+        assert {(r.host, r.app): (r.recorded, r.desired) for r in mine} == expected
+        assert len(mine) == len(expected)
+        # plan: the hosts of all steps are the drifted hosts, each once; each change lists
+        # exactly the drifted apps with their recorded and desired versions
+        group_plan = plan.group(name)
+        drifted_hosts = {host for host, _ in expected}
+        stepped = [h for s in group_plan.steps for h in s.hosts]
+        assert sorted(stepped) == sorted(drifted_hosts)
+        assert group_plan.in_sync == (not drifted_hosts)
+        assert {c.host: dict(c.apps) for c in group_plan.changes} == {
+            host: {app: versions for (h, app), versions in expected.items() if h == host}
+            for host in drifted_hosts
+        }
+        assert group_plan.total_hosts == len(desired.host_names)
+        assert dict(group_plan.apps) == dict(desired.apps)
 
 
 @given(total=st.integers(1, 10_000), canary=canary_st)
