@@ -18,8 +18,9 @@ Contract:
   non-fast-forward, or another push updated the ref while ours waited in the remote's hooks:
   "cannot lock ref") is retried on the new tip after a ``support.backoff`` wait, up to
   ``max_attempts``: the change is re-applied, which is the "rebase". If the change cannot be
-  re-applied (file or group gone on the new tip) the result is ``conflict`` and nothing is pushed; an unreachable or
-  refusing remote is ``error``. The waits end early when ``cancel`` is set (shutdown): ``error``.
+  re-applied (file or group gone on the new tip) the result is ``conflict`` and nothing is
+  pushed; an unreachable or refusing remote is ``error``. The waits end early when ``cancel``
+  is set (shutdown): ``error``.
 * A write has an overall deadline (``deadline_s``, default ``DEFAULT_DEADLINE_S``), the lock
   wait included: every clone/fetch/push is killed with its process group when the deadline (or
   its own timeout) passes, and the write returns ``error`` saying so. A stalled remote thus
