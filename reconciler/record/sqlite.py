@@ -18,6 +18,9 @@ Contract (beyond ``record.protocols``):
 * One connection shared by threads under a lock; each write method is one ``BEGIN IMMEDIATE``
   transaction (30 s ``timeout`` on other processes' locks); ``sqlite3`` errors come out as
   ``StoreError``; rows are converted explicitly (``record.rows``), states to their enums.
+
+Size: a little over 400 lines: one method per store Protocol method; the row conversions live
+in ``record.rows`` and the schema in ``record.migrations``.
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@ Contract (``GroupRollout.run``); every decision comes from ``plan.policy``, this
 * Whatever happens, including an exception in this engine, the rollout row ends in a terminal
   state (except the deliberate ``abort`` case above); an exception ends it ``failed`` with the
   error and is not raised further.
+
+Size: a little over 400 lines, on purpose: one class whose steps, gates, bake, rollback and
+revert share the state of one rollout (hosts touched and changed, failures) and its journal.
 """
 
 from __future__ import annotations
@@ -32,20 +35,19 @@ import dataclasses
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import structlog
 
-from reconciler import content
 from reconciler.desired.messages import RevertRequest
 from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host
-from reconciler.edges.ansible import PlaybookRun, RunResult
+from reconciler.edges.ansible import RunResult
 from reconciler.edges.gates import GateResult, GateTarget
 from reconciler.plan import policy
 from reconciler.plan.canary import GroupPlan, Step
 from reconciler.plan.outcomes import GroupOutcome, RevertOutcome
 from reconciler.record import DeployedVersion, QuarantineRecord, RolloutRecord, StepRecord
+from reconciler.rollout import playbooks
+from reconciler.rollout.playbooks import Deployment
 from reconciler.rollout.ports import Adapters, StopRequest
 from reconciler.settings import ExecutionSettings
 from reconciler.states import (
@@ -60,15 +62,6 @@ from reconciler.states import (
 )
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """What the rollout deploys: snapshot root, commit, and the run id it belongs to."""
-
-    root: Path
-    commit: str
-    run_id: str
 
 
 class _Stop(Exception):
@@ -248,7 +241,11 @@ class GroupRollout:
         store.journal_step(intent)
         reporter.step_started(self.environment.name, self.group.name, phase, step, total)
         log.info("step_started", phase=str(phase), step=step.index, hosts=list(step.hosts))
-        result = self.a.runner.run(self._playbook_run(phase, step, apps), cancel=self.abort)
+        run = playbooks.playbook_run(
+            self.execution, self.environment, self.group, self.deployment, self.rollout_id,
+            phase, step, apps,
+        )  # fmt: skip
+        result = self.a.runner.run(run, cancel=self.abort)
         now = self.a.clock()
         store.record_deployed(
             [
@@ -293,34 +290,6 @@ class GroupRollout:
             seconds=round(result.duration_s, 2),
         )
         return result
-
-    def _playbook_run(self, phase: Phase, step: Step, apps: Mapping[str, str]) -> PlaybookRun:
-        execution = self.execution
-        envvars = {
-            "ANSIBLE_FORKS": str(min(execution.forks, max(1, len(step.hosts)))),
-            "ANSIBLE_PIPELINING": str(execution.pipelining),
-        }
-        if execution.private_key_file:
-            envvars["ANSIBLE_PRIVATE_KEY_FILE"] = str(execution.private_key_file)
-        envvars.update(execution.extra_envvars)
-        root = self.deployment.root
-        roles = tuple(p for p in (root / "roles", content.roles_dir()) if p.is_dir())
-        return PlaybookRun(
-            playbook=content.playbook_path(root, self.group.playbook),
-            inventory=(root / self.environment.inventory).resolve(),
-            hosts=step.hosts,
-            extra_vars={
-                "reconciler_apps": dict(apps),
-                "reconciler_environment": self.environment.name,
-                "reconciler_group": self.group.name,
-                "reconciler_commit": self.deployment.commit,
-                "reconciler_rollout_id": self.rollout_id,
-            },
-            timeout_s=self.group.timeout_s,
-            roles_path=roles,
-            envvars=envvars,
-            label=f"{self.environment.name}-{self.group.name}-{phase}{step.index}",
-        )
 
     def _gates(
         self,
