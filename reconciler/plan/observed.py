@@ -13,6 +13,7 @@ Contract:
 * ``next_marks`` updates that history after an observation or a reconcile: unresolved drift
   keeps its first ``since``; a host healed less than ``flap_period`` ago that drifts out of
   band again is ``flapping``; a host back in sync loses ``since`` and ``flapping``.
+* ``observation_due`` says when an environment's hosts are looked at again by time.
 * ``to_heal`` says which out-of-band hosts a self-heal rollout redeploys: only in groups with
   ``self_heal`` on, never flapping hosts, and only when the group has no pending change (the
   change's own rollout deploys those hosts anyway).
@@ -20,6 +21,7 @@ Contract:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -137,12 +139,18 @@ def next_marks(
     marks: Mapping[tuple[str, str], Mark],
     now: float,
     *,
-    flap_period: float,
+    flap_period: float | Mapping[str, float],
     healed: Collection[tuple[str, str]] = (),
 ) -> list[DriftHistory]:
-    """The drift history after this look at the hosts (see the module docstring)."""
+    """The drift history after this look at the hosts (see the module docstring);
+    ``flap_period`` per group, or one for every group."""
     out = []
     for state in states:
+        period = (
+            flap_period.get(state.group, 3600.0)
+            if isinstance(flap_period, Mapping)
+            else flap_period
+        )
         key = (state.host, state.app)
         mark = marks.get(key)
         healed_at = now if key in healed else (mark.healed_at if mark is not None else None)
@@ -157,13 +165,36 @@ def next_marks(
                 state.drift is DriftClass.OUT_OF_BAND
                 and key not in healed
                 and healed_at is not None
-                and now - healed_at < flap_period
+                and now - healed_at < period
             ):
                 flapping = True
         if since is None and healed_at is None and not flapping:
             continue  # nothing to remember
         out.append(DriftHistory(state.host, state.app, since, healed_at, flapping))
     return out
+
+
+def observation_due(
+    states: Iterable[HostAppState],
+    now: float,
+    *,
+    interval: float,
+    jitter: float,
+    environment: str,
+) -> bool:
+    """Whether ``states`` (of observed groups only) should be looked at again: one has never been
+    observed, or the oldest observation is older than ``interval`` plus this environment's
+    share of ``jitter`` (a fixed fraction from its name: environments do not all observe at
+    once, and one environment observes at a steady pace). ``interval`` 0: never by time."""
+    if interval <= 0:
+        return False
+    observed_at = [s.observed_at for s in states]
+    if not observed_at:
+        return False
+    if any(at is None for at in observed_at):
+        return True
+    share = int(hashlib.sha256(environment.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return now - min(a for a in observed_at if a is not None) >= interval * (1 + jitter * share)
 
 
 def to_heal(
