@@ -98,7 +98,9 @@ class Reconciler:
         cancel: StopRequest | None = None,
         abort: threading.Event | None = None,
         on_revert: Callable[[DesiredSnapshot], None] | None = None,
+        observe: bool = False,
     ) -> EnvironmentOutcome:
+        """``observe``: look at every observed host first, whether due or not."""
         assert snapshot.commit is not None and snapshot.root is not None
         commit = snapshot.commit.sha
         started = self.clock()
@@ -106,7 +108,7 @@ class Reconciler:
             environment=environment.name, commit=commit[:12]
         )
         with bound, self.source.pinned(commit):
-            outcome = self._reconcile(environment, snapshot, cancel, abort, on_revert)
+            outcome = self._reconcile(environment, snapshot, cancel, abort, on_revert, observe)
         self.adapters.reporter.environment_finished(outcome, self.clock() - started)
         return outcome
 
@@ -117,9 +119,10 @@ class Reconciler:
         cancel: StopRequest | None,
         abort: threading.Event | None,
         on_revert: Callable[[DesiredSnapshot], None] | None,
+        observe: bool,
     ) -> EnvironmentOutcome:
         name, store = environment.name, self.store
-        states = self.truth.look(environment, snapshot, cancel=cancel)
+        states = self.truth.look(environment, snapshot, force=observe, cancel=cancel)
         recorded = store.recorded_versions(name)
         plan = canary.plan_environment(environment, recorded)
         quarantines = {q.group: q for q in store.quarantines(name)}

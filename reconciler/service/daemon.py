@@ -64,6 +64,7 @@ class _EnvironmentRun:
     cancel: StopRequest = field(default_factory=StopRequest)
     abort: threading.Event = field(default_factory=threading.Event)
     future: Future[None] | None = None
+    observe: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class Daemon:
         self._state = threading.Condition()
         self._requested: set[str] | None = set()  # None: every environment
         self._forced_fetch = False
+        self._observe: set[str] | None = set()  # None: every environment
         self._running: dict[str, _EnvironmentRun] = {}
         self._pending: set[str] = set()
         self._finished: dict[str, _Finished] = {}
@@ -155,15 +157,25 @@ class Daemon:
             self.request_sync(environment, reason="resume", fetch=False)
 
     def request_sync(
-        self, environment: str | None = None, *, reason: str, fetch: bool = True
+        self,
+        environment: str | None = None,
+        *,
+        reason: str,
+        fetch: bool = True,
+        observe: bool = False,
     ) -> float:
-        """Ask for a fetch + reconcile; returns the monotonic time of the request."""
+        """Ask for a fetch + reconcile (``observe``: looking at every host first); returns the
+        monotonic time of the request."""
         now = time.monotonic()
         with self._state:
             if environment is None:
                 self._requested = None
             elif self._requested is not None:
                 self._requested.add(environment)
+            if observe and environment is None:
+                self._observe = None
+            elif observe and self._observe is not None:
+                self._observe.add(environment)  # type: ignore[arg-type]
             self._forced_fetch = self._forced_fetch or (fetch and reason != "poll")
         log.debug("sync_requested", reason=reason, environment=environment)
         self._wake.set()
@@ -258,9 +270,12 @@ class Daemon:
             with self._state:
                 requested, self._requested = self._requested, set()
                 forced, self._forced_fetch = self._forced_fetch, False
-            self._cycle(requested, forced)
+                observe, self._observe = self._observe, set()
+            self._cycle(requested, forced, observe)
 
-    def _cycle(self, requested: set[str] | None, forced: bool) -> None:
+    def _cycle(
+        self, requested: set[str] | None, forced: bool, observe: set[str] | None = None
+    ) -> None:
         fetch = forced or time.monotonic() >= self._backoff_until
         try:
             snapshot = self.reconciler.refresh(fetch=fetch)
@@ -274,7 +289,8 @@ class Daemon:
             return
         for name, environment in snapshot.state.environments.items():
             if requested is None or name in requested:
-                self._dispatch(name, environment, snapshot)
+                look = observe is None or name in (observe or set())
+                self._dispatch(name, environment, snapshot, observe=look)
 
     def _note_source(self, snapshot: DesiredSnapshot) -> None:
         if snapshot.source_error:
@@ -290,7 +306,12 @@ class Daemon:
 
     # ------------------------------------------------------------------ environments
     def _dispatch(
-        self, name: str, environment: EnvironmentDesired, snapshot: DesiredSnapshot
+        self,
+        name: str,
+        environment: EnvironmentDesired,
+        snapshot: DesiredSnapshot,
+        *,
+        observe: bool = False,
     ) -> None:
         assert snapshot.commit is not None
         with self._state:
@@ -299,11 +320,14 @@ class Daemon:
             busy = self._running.get(name)
             if busy is not None:
                 self._pending.add(name)
+                if observe and self._observe is not None:
+                    self._observe.add(name)  # when the pending reconcile runs
                 if busy.environment != environment and not busy.cancel.is_set():
                     log.info("rollout_superseding", environment=name, by=snapshot.commit.sha[:12])
                     busy.cancel.request(StopReason.SUPERSEDED)
                 return
             run = _EnvironmentRun(environment, snapshot.commit.sha, time.monotonic())
+            run.observe = observe
             self._running[name] = run
             run.future = self._pool.submit(self._reconcile, name, run, snapshot)
 
@@ -319,7 +343,12 @@ class Daemon:
 
         try:
             outcome = self.reconciler.reconcile_environment(
-                run.environment, snapshot, cancel=run.cancel, abort=run.abort, on_revert=adopted
+                run.environment,
+                snapshot,
+                cancel=run.cancel,
+                abort=run.abort,
+                on_revert=adopted,
+                observe=run.observe,
             )
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -337,7 +366,11 @@ class Daemon:
             if again:
                 current = self.snapshot
                 if current and current.state and name in current.state.environments:
-                    self._dispatch(name, current.state.environments[name], current)
+                    with self._state:
+                        look = self._observe is not None and name in self._observe
+                        if look and self._observe is not None:
+                            self._observe.discard(name)
+                    self._dispatch(name, current.state.environments[name], current, observe=look)
 
     # ------------------------------------------------------------------ lifecycle
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
