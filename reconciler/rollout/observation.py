@@ -134,8 +134,14 @@ class Observer:
                 if record is None:
                     assert answer is not None
                     version = ansible_observe.fact_version(answer.facts, fact, probe.key)
+                    detail = ""
+                    if version is not None and not VERSION_RE.fullmatch(version):
+                        detail = f"{probe.key!r} in the local fact {fact!r} is not a version"
+                        version = None
+                    elif version is None:
+                        note = ansible_observe.fact_note(answer.facts, fact)
+                        detail = f"no {probe.key!r} in the local fact {fact!r}: {note}"[:300]
                     status = ObservationStatus.OK if version else ObservationStatus.MISSING
-                    detail = "" if version else f"no {probe.key!r} in the local fact {fact!r}"
                     record = ObservedVersion(
                         environment.name, host.name, app, version, status, detail, now
                     )

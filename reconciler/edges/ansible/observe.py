@@ -10,7 +10,11 @@ Contract (no Ansible import, no I/O: the run itself goes through the ``Runner`` 
   could not reach are told by the run's result (``HostStatus.UNREACHABLE``), not here.
 * ``fact_version(facts, name, key)`` reads a version from the local facts: ``name`` is the fact
   (``reconciler_{app}`` with ``-`` written ``_``, as the shipped role writes it), ``key`` the
-  field. Anything else than a plain short string is no version.
+  field. Anything else than a plain short string is no version. The shipped role's fact is an
+  executable that setup runs: its ``version`` is null unless the app runs.
+* ``fact_note(facts, name)`` says, shortly and printably, why a fact gave no version: setup's
+  message instead of the fact (it could not run or parse it), or the fact's own ``state``,
+  ``reason`` and ``error`` (as the shipped role's fact gives them), or that there is no fact.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from reconciler.edges.ansible import PlaybookRun
 PLAYBOOK = "reconciler-observe.yml"
 _VERSION_MAX = 128
 _STDOUT_MAX = 64 * 1024
+_NOTE_MAX = 240
 
 
 def observe_run(
@@ -107,3 +112,21 @@ def fact_version(facts: Mapping[str, Any] | None, name: str, key: str) -> str | 
     if isinstance(value, str) and 0 < len(value) <= _VERSION_MAX and value.isprintable():
         return value
     return None
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else " " for c in text)
+
+
+def fact_note(facts: Mapping[str, Any] | None, name: str) -> str:
+    """Why the fact ``name`` has no version, as far as it tells (see the module docstring)."""
+    fact = facts.get(name) if facts else None
+    if fact is None:
+        return "no such fact"
+    if isinstance(fact, str):  # setup's message: the fact could not be run or read
+        return _printable(fact[:_NOTE_MAX])
+    if not isinstance(fact, Mapping):
+        return "not a mapping"
+    parts = [fact.get(key) for key in ("state", "reason", "error")]
+    note = "; ".join(part for part in parts if isinstance(part, str) and part)
+    return _printable(note[:_NOTE_MAX])
