@@ -192,6 +192,7 @@ class ObservationStatus(StrEnum):
     """What one observation of one host and app found."""
 
     OK = "ok"  # the host reported a version
+    STOPPED = "stopped"  # the host answered: the app is installed but does not run
     MISSING = "missing"  # the host answered, without a version (no fact, no match)
     UNREACHABLE = "unreachable"
     FAILED = "failed"  # the probe failed on the host (a command error, an HTTP error)

@@ -4,9 +4,10 @@ host reports). Pure: no I/O, no clock (``now`` is passed).
 Contract:
 * ``classify`` puts one host and app in a ``DriftClass``, first match wins: ``new_host``
   (nothing recorded: never deployed by reconciler), ``pending`` (recorded != desired: the next
-  rollout changes it), then, when the group is observed at all: ``unknown`` (no observation,
-  or the host was unreachable or gave no version: never "in sync" on faith), ``out_of_band``
-  (the host runs another version than reconciler deployed), else ``in_sync``. A group whose
+  rollout changes it), then, when the group is observed at all: ``out_of_band`` when the app
+  is stopped, ``unknown`` (no observation, or the host was unreachable or gave no version:
+  never "in sync" on faith), ``out_of_band`` (the host runs another version than reconciler
+  deployed), else ``in_sync``. A group whose
   observation is switched off (``observe: none``) is classified on desired vs recorded only.
 * ``host_states`` classifies every host and app of an environment, with the observed version,
   when it was seen and the history of its drift (``since``, ``flapping``).
@@ -89,6 +90,8 @@ def classify(
         return DriftClass.PENDING
     if not observing:
         return DriftClass.IN_SYNC
+    if observation is not None and observation.status is ObservationStatus.STOPPED:
+        return DriftClass.OUT_OF_BAND  # installed, not running: not what was deployed
     if observation is None or observation.status is not ObservationStatus.OK:
         return DriftClass.UNKNOWN
     if observation.version != recorded:

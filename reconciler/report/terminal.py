@@ -23,7 +23,7 @@ from reconciler.plan.canary import EnvironmentPlan
 from reconciler.plan.observed import HostAppState
 from reconciler.report.history import Rollout
 from reconciler.report.status import StatusView
-from reconciler.states import DriftClass
+from reconciler.states import DriftClass, ObservationStatus
 
 
 class Output(StrEnum):
@@ -212,6 +212,8 @@ def _state_style(state: str) -> str:
 def _explain(s: HostAppState) -> str:
     """One host and app in words: its class, and the versions that make it so."""
     seen = s.observed if s.observed is not None else "nothing known"
+    if s.observation is ObservationStatus.STOPPED:
+        seen = "nothing (the app is stopped)"
     if s.drift is DriftClass.PENDING:
         text = f"pending: recorded {s.recorded}, desired {s.desired}"
     elif s.drift is DriftClass.NEW_HOST:

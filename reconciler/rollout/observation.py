@@ -10,9 +10,9 @@ Contract (``Observer.observe(environment, group, hosts, root)``):
 * ``observe: {http: {url, version_regex}}``: a GET per host and app from the controller
   (placeholders as in gates: ``{host}`` is the address, ``{port}`` the app's port).
 * Every (host, app) gets one ``ObservedVersion``: ``ok`` with the version, ``unreachable``
-  (the host did not answer: never "in sync"), ``missing`` (it answered without a version:
-  no fact, no match) or ``failed`` (the probe failed, e.g. a command's non-zero exit), with a
-  short detail. A version must look like one (``desired.schema.VERSION_RE``); the regular
+  (the host did not answer: never "in sync"), ``stopped`` (the fact says the app does not
+  run), ``missing`` (it answered without a version: no fact, no match) or ``failed`` (the
+  probe failed, e.g. a command's non-zero exit), with a short detail. A version must look like one (``desired.schema.VERSION_RE``); the regular
   expression only sees the first 4 KiB of an answer.
 * Never raises for what hosts do; a run that cannot start makes its hosts ``failed``.
 """
@@ -141,7 +141,12 @@ class Observer:
                     elif version is None:
                         note = ansible_observe.fact_note(answer.facts, fact)
                         detail = f"no {probe.key!r} in the local fact {fact!r}: {note}"[:300]
-                    status = ObservationStatus.OK if version else ObservationStatus.MISSING
+                    if version:
+                        status = ObservationStatus.OK
+                    elif ansible_observe.fact_stopped(answer.facts, fact):
+                        status = ObservationStatus.STOPPED
+                    else:
+                        status = ObservationStatus.MISSING
                     record = ObservedVersion(
                         environment.name, host.name, app, version, status, detail, now
                     )

@@ -366,12 +366,12 @@ def test_the_observer_reads_versions_and_tells_unreachable_hosts(
     assert gone.detail
 
 
-def test_the_observer_sees_a_stopped_app_as_missing(
+def test_the_observer_sees_a_stopped_app_as_stopped(
     stopped: tuple[Gathered, dict[str, ObservedVersion]],
 ) -> None:
     _, observed = stopped
     obs2 = observed["obs2"]
-    assert obs2.status is ObservationStatus.MISSING and obs2.version is None
+    assert obs2.status is ObservationStatus.STOPPED and obs2.version is None
     assert "stopped" in obs2.detail and "not running" in obs2.detail
     # obs1 was switched by hand: observed 1.0.0 where 2.0.0 is recorded
     assert (observed["obs1"].status, observed["obs1"].version) == (ObservationStatus.OK, V1)

@@ -54,6 +54,8 @@ def test_each_class_from_the_three_versions():
     assert c("2", "2", None, observing=True) is DriftClass.UNKNOWN
     assert c("2", "2", Seen(None, UNREACHABLE), observing=True) is DriftClass.UNKNOWN
     assert c("2", "2", Seen(None, MISSING), observing=True) is DriftClass.UNKNOWN
+    stopped = Seen(None, ObservationStatus.STOPPED)
+    assert c("2", "2", stopped, observing=True) is DriftClass.OUT_OF_BAND, "a stopped app"
     assert c("2", "2", None, observing=False) is DriftClass.IN_SYNC, "observation off"
     assert c("2", "2", Seen("1"), observing=False) is DriftClass.IN_SYNC
 
@@ -71,6 +73,8 @@ def test_unreachable_or_unobserved_is_never_in_sync(desired, recorded, seen):
     drift = observed.classify(desired, recorded, seen, observing=True)
     if drift is DriftClass.IN_SYNC:
         assert seen is not None and seen.status is OK and seen.version == recorded == desired
+    if seen is not None and seen.status is ObservationStatus.STOPPED and recorded == desired:
+        assert drift is DriftClass.OUT_OF_BAND
     if recorded is not None and recorded != desired:
         assert drift is DriftClass.PENDING, "a pending change wins over what a host reports"
 

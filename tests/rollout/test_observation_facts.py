@@ -66,10 +66,10 @@ def test_a_running_app_is_ok(tmp_path: Path) -> None:
     assert observe_one(tmp_path, local) == ("2.0.0", ObservationStatus.OK, "")
 
 
-def test_a_stopped_app_is_missing_and_says_why(tmp_path: Path) -> None:
+def test_a_stopped_app_is_stopped_and_says_why(tmp_path: Path) -> None:
     fact = {"version": None, "running": False, "state": "stopped", "reason": "shop is not running"}
     version, status, detail = observe_one(tmp_path, {"reconciler_shop": fact})
-    assert (version, status) == (None, ObservationStatus.MISSING)
+    assert (version, status) == (None, ObservationStatus.STOPPED)
     expected = "no 'version' in the local fact 'reconciler_shop': stopped; shop is not running"
     assert detail == expected
 

@@ -118,6 +118,12 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else " " for c in text)
 
 
+def fact_stopped(facts: Mapping[str, Any] | None, name: str) -> bool:
+    """The fact says the app is not running (``running: false``): a stopped app."""
+    fact = facts.get(name) if facts else None
+    return isinstance(fact, Mapping) and fact.get("running") is False
+
+
 def fact_note(facts: Mapping[str, Any] | None, name: str) -> str:
     """Why the fact ``name`` has no version, as far as it tells (see the module docstring)."""
     fact = facts.get(name) if facts else None
