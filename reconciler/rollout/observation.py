@@ -12,8 +12,9 @@ Contract (``Observer.observe(environment, group, hosts, root)``):
 * Every (host, app) gets one ``ObservedVersion``: ``ok`` with the version, ``unreachable``
   (the host did not answer: never "in sync"), ``stopped`` (the fact says the app does not
   run), ``missing`` (it answered without a version: no fact, no match) or ``failed`` (the
-  probe failed, e.g. a command's non-zero exit), with a short detail. A version must look like one (``desired.schema.VERSION_RE``); the regular
-  expression only sees the first 4 KiB of an answer.
+  probe failed, e.g. a command's non-zero exit), with a short detail. A version must look
+  like one (``desired.schema.VERSION_RE``); the regular expression only sees the first 4 KiB
+  of an answer.
 * Never raises for what hosts do; a run that cannot start makes its hosts ``failed``.
 """
 
