@@ -24,6 +24,9 @@ Contract (``GroupRollout.run``); every decision comes from ``plan.policy``, this
 * Whatever happens, including an exception in this engine, the rollout row ends in a terminal
   state (except the deliberate ``abort`` case above); an exception ends it ``failed`` with the
   error and is not raised further.
+* Playbook runs find roles through ``content.roles_path``: a shipped playbook uses the shipped
+  roles first. A repository role named like a shipped one is logged once per rollout
+  (``repository_role_shadows_shipped``, saying which one the run uses).
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ class GroupRollout:
         self.changed: list[str] = []
         self.failures: dict[str, str] = {}
         self._left_running = False
+        self._roles_reported = False
 
     # ------------------------------------------------------------------ entry
     def run(self, plan: GroupPlan) -> GroupOutcome:
@@ -304,7 +308,16 @@ class GroupRollout:
             envvars["ANSIBLE_PRIVATE_KEY_FILE"] = str(execution.private_key_file)
         envvars.update(execution.extra_envvars)
         root = self.deployment.root
-        roles = tuple(p for p in (root / "roles", content.roles_dir()) if p.is_dir())
+        roles = content.roles_path(root, self.group.playbook)
+        shadowed = () if self._roles_reported else content.shadowed_roles(root)
+        if shadowed:
+            self._roles_reported = True
+            log.warning(
+                "repository_role_shadows_shipped",
+                roles=list(shadowed),
+                playbook=self.group.playbook,
+                used="shipped" if content.is_shipped(self.group.playbook) else "repository",
+            )
         return PlaybookRun(
             playbook=content.playbook_path(root, self.group.playbook),
             inventory=(root / self.environment.inventory).resolve(),
