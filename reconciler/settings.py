@@ -39,6 +39,22 @@ class SourceSettings(_Section):
     )
     author_name: str = Field(default="reconciler", description="Author of revert commits.")
     author_email: str = Field(default="reconciler@localhost", description="Their email.")
+    username: str | None = Field(
+        default=None,
+        description="HTTP(S) user name sent with password_file (default: the URL's, else 'git').",
+    )
+    password_file: Path | None = Field(
+        default=None,
+        description="File holding the HTTP(S) password or access token of the remote; git "
+        "reads it through a credential helper at run time (never argv, env or .git/config).",
+    )
+    ssh_key_file: Path | None = Field(
+        default=None, description="SSH deploy key for an ssh:// or scp-like remote."
+    )
+    known_hosts_file: Path | None = Field(
+        default=None,
+        description="known_hosts for the remote's SSH host key (default: ssh's own files).",
+    )
 
 
 class ExecutionSettings(_Section):
@@ -65,6 +81,32 @@ class ApiSettings(_Section):
     )
     url: str | None = Field(
         default=None, description="Where the CLI reaches the daemon (default: listen:port)."
+    )
+    read_token_file: Path | None = Field(
+        default=None,
+        description="When set, reads (API, /metrics, OpenAPI) need this bearer token or the "
+        "api.token_file one; /healthz and /readyz stay open. Recommended beyond loopback.",
+    )
+    max_body_bytes: int = Field(
+        default=65_536,
+        ge=1024,
+        description="Largest request body of the API (webhooks: "
+        "webhooks.max_payload_bytes); larger: 413, refused before it is read.",
+    )
+    max_connections: int = Field(
+        default=512,
+        ge=8,
+        le=60_000,
+        description="Open API connections at most; beyond, the oldest idle one is closed "
+        "(or the new one refused) so the daemon never runs out of file descriptors.",
+    )
+    read_timeout: Duration = Field(
+        default=10.0,
+        gt=0,
+        description="A request's headers and body must arrive within this; else closed.",
+    )
+    keep_alive: Duration = Field(
+        default=5.0, gt=0, description="An idle keep-alive connection is closed after this."
     )
 
     @property

@@ -16,6 +16,7 @@ import typer
 from rich.text import Text
 
 from reconciler.cli.app import (
+    MESSAGE_LIMIT,
     ConfigOption,
     EnvOption,
     OutputOption,
@@ -37,6 +38,7 @@ from reconciler.rollout.reconciler import Reconciler
 from reconciler.service import wiring
 from reconciler.source.refresh import DesiredSnapshot
 from reconciler.states import DriftClass
+from reconciler.support.text import safe
 
 
 @app.command()
@@ -46,7 +48,7 @@ def validate(
     """Validate a desired-state repository; print file:line: message for every problem."""
     result = wiring.load_repository(path)
     for problem in result.problems:
-        console.print(Text(str(problem)))
+        console.print(Text(safe(str(problem), MESSAGE_LIMIT)))
     if result.state is None:
         fail(f"{len(result.problems)} problem(s); nothing would be deployed")
     environments = result.state.environments
@@ -63,12 +65,13 @@ def _desired(snapshot: DesiredSnapshot) -> DesiredSnapshot:
         shown = terminal.short(snapshot.commit.sha if snapshot.commit else None)
         errors.print(
             Text(f"source: fetch failed, showing commit {shown} as of the last fetch: ", "yellow")
-            + Text(snapshot.source_error)
+            + Text(safe(snapshot.source_error, MESSAGE_LIMIT))
         )
     for problem in snapshot.problems:
         errors.print(
             Text(
-                f"rejected {terminal.short(snapshot.tip.sha if snapshot.tip else None)}: {problem}"
+                f"rejected {terminal.short(snapshot.tip.sha if snapshot.tip else None)}: "
+                + safe(str(problem), MESSAGE_LIMIT)
             )
         )
     if snapshot.state is None:

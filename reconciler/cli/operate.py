@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from reconciler.cli.app import (
+    MESSAGE_LIMIT,
     ConfigOption,
     EnvOption,
     OutputOption,
@@ -42,6 +43,7 @@ from reconciler.service import wiring
 from reconciler.service.leadership import AlreadyRunning, StateDirLock
 from reconciler.states import DriftClass, EnvironmentResult, RolloutState
 from reconciler.support import logs
+from reconciler.support.text import safe
 
 
 def _sync_through_daemon(client: DaemonClient, env: list[str] | None, timeout: float) -> None:
@@ -100,10 +102,12 @@ def sync(
         fail(f"{exc}: its API did not answer; try again or stop it", 2)
     snapshot = result.snapshot
     if snapshot.source_error:
-        errors.print(Text("source: ", style="yellow") + Text(snapshot.source_error))
+        errors.print(
+            Text("source: ", style="yellow") + Text(safe(snapshot.source_error, MESSAGE_LIMIT))
+        )
     for problem in snapshot.problems:
         tip = terminal.short(snapshot.tip.sha if snapshot.tip else None)
-        errors.print(Text(f"rejected {tip}: {problem}"))
+        errors.print(Text(f"rejected {tip}: " + safe(str(problem), MESSAGE_LIMIT)))
     if snapshot.state is None or snapshot.commit is None:
         fail("no valid desired state: nothing deployed")
     table = Table(
@@ -174,7 +178,7 @@ def rollback(
             f"rollback {env}/{group} -> {', '.join(f'{a}={v}' for a, v in target.items())}: "
             f"{result.status}"
             + (f" {result.sha[:12]}" if result.sha else "")
-            + f" ({result.detail})"
+            + f" ({safe(result.detail, MESSAGE_LIMIT)})"
         )
     )
     if str(result.status) not in ("pushed", "noop"):
@@ -211,8 +215,9 @@ def run(config: ConfigOption = None) -> None:
     """
     from reconciler.service.daemon import Daemon
 
-    loaded = source_settings(config)
-    logs.configure(loaded.daemon.log_level, loaded.daemon.log_format)
+    configured = settings(config)
+    logs.configure(configured.daemon.log_level, configured.daemon.log_format)
+    loaded = source_settings(config)  # after: its warnings are logged in the daemon's format
     try:
         stopping = threading.Event()  # also ends the Git write-back's retry waits
         reconciler = wiring.build(loaded, stopping=stopping)

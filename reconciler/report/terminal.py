@@ -4,18 +4,21 @@ Contract: every renderer takes the read model (``report.status``, ``report.histo
 rows, and an ``Output``: ``table`` fits an 80-column terminal by showing the essential
 columns and wrapping (never truncating) names and messages; ``wide`` adds every column;
 ``json`` prints the model itself (for ``status`` and ``history`` the same JSON as the API).
-Used by the CLI and the demo.
+Used by the CLI and the demo, through ``SafeConsole``: a rich console that shows control
+characters in whatever it prints as escapes (``support.text``), so a commit subject, a Git
+error or a daemon's answer can never drive the terminal.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderableType
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -24,6 +27,21 @@ from reconciler.plan.observed import HostAppState
 from reconciler.report.history import Rollout
 from reconciler.report.status import StatusView
 from reconciler.states import DriftClass, ObservationStatus
+from reconciler.support.text import escape_controls
+
+
+class SafeConsole(Console):
+    """A console whose printed text never carries control characters of its own (rich's
+    styling, which it emits itself, is unaffected)."""
+
+    def render(
+        self, renderable: RenderableType, options: ConsoleOptions | None = None
+    ) -> Iterable[Segment]:
+        for segment in super().render(renderable, options):
+            if segment.control or not segment.text:
+                yield segment
+            else:
+                yield Segment(escape_controls(segment.text), segment.style)
 
 
 class Output(StrEnum):

@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import structlog
 
+from reconciler import content
 from reconciler.desired.messages import RevertRequest
 from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host
 from reconciler.edges.ansible import RunResult
@@ -130,6 +131,14 @@ class GroupRollout:
         with structlog.contextvars.bound_contextvars(
             group=self.group.name, rollout_id=self.rollout_id
         ):
+            shadowed = content.shadowed_roles(self.deployment.root)
+            if shadowed:
+                log.warning(
+                    "repository_role_shadows_shipped",
+                    roles=list(shadowed),
+                    playbook=self.group.playbook,
+                    used="shipped" if content.is_shipped(self.group.playbook) else "repository",
+                )
             try:
                 outcome = self._forward(plan)
             except _Stop as stop:

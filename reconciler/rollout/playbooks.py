@@ -5,7 +5,8 @@ Construction only (it looks at which roles directories exist, nothing else): the
 step's hosts, the extra vars of the playbook contract (``reconciler_apps``,
 ``reconciler_environment``, ``reconciler_group``, ``reconciler_commit``,
 ``reconciler_rollout_id``; written ``!unsafe`` by the runner), the step's timeout, the roles
-path (the repository's ``roles/`` before the shipped ones) and the Ansible settings of
+path (``content.roles_path``: a shipped playbook always uses the shipped roles first, the
+repository's own playbooks find the repository's ``roles/`` first) and the Ansible settings of
 ``execution`` (forks bounded by the step's size, pipelining, the private key, extra variables).
 """
 
@@ -50,7 +51,7 @@ def playbook_run(
         envvars["ANSIBLE_PRIVATE_KEY_FILE"] = str(execution.private_key_file)
     envvars.update(execution.extra_envvars)
     root = deployment.root
-    roles = tuple(p for p in (root / "roles", content.roles_dir()) if p.is_dir())
+    roles = content.roles_path(root, group.playbook)
     return PlaybookRun(
         playbook=content.playbook_path(root, group.playbook),
         inventory=(root / environment.inventory).resolve(),

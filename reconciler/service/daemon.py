@@ -15,7 +15,9 @@ Contract:
   then; explicit requests always fetch); the last valid desired state stays in force.
 * SIGTERM/SIGINT: stop taking work, let running playbook steps finish (``shutdown_grace``), then
   kill what still runs; the journal tells the next start what to resume. Exit 0.
-* Start: kill orphans of a killed predecessor, resume rollouts the journal shows unfinished.
+* Start: raise the soft open-files limit to the hard one (``service.resources``: the API's
+  connections must never take the descriptors Git and Ansible need), kill orphans of a killed
+  predecessor, resume rollouts the journal shows unfinished.
 * It is the API's ``Control``: status, environments and metrics are rendered from the status
   read model (``report.status``) over the desired state in force.
 """
@@ -43,7 +45,7 @@ from reconciler.report import status as read_model
 from reconciler.report.metrics import Metrics
 from reconciler.rollout.ports import StopRequest
 from reconciler.rollout.reconciler import Reconciler
-from reconciler.service import discovery, systemd_notify
+from reconciler.service import discovery, resources, systemd_notify
 from reconciler.service.leadership import StateDirLock
 from reconciler.service.triggers import Triggers
 from reconciler.settings import Settings
@@ -222,6 +224,7 @@ class Daemon:
     # ------------------------------------------------------------------ main loop
     def run(self, serve: Callable[[Daemon], tuple[str, Callable[[], None]]] | None = None) -> int:
         """Run until SIGTERM/SIGINT; ``serve`` starts the API: returns its URL and stop."""
+        open_files = resources.raise_open_files()
         self.lock.acquire()
         stop_api: Callable[[], None] = lambda: None  # noqa: E731
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -239,7 +242,12 @@ class Daemon:
             self.ready.set()
             systemd_notify.ready()
             systemd_notify.status(self._status_line())
-            log.info("daemon_started", url=self.url, resumed=[r.id for r in resumed])
+            log.info(
+                "daemon_started",
+                url=self.url,
+                resumed=[r.id for r in resumed],
+                open_files_limit=open_files,
+            )
             self.request_sync(reason="start")
             self._loop()
         finally:
