@@ -97,6 +97,29 @@ class DaemonSettings(_Section):
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
 
 
+class LimitsSettings(_Section):
+    """Bounds on what a commit of the desired-state repository may make reconciler read."""
+
+    max_file_bytes: int = Field(
+        default=2_097_152,
+        ge=1024,
+        description="Largest environment file, inventory file or repository playbook (bytes).",
+    )
+    max_repository_bytes: int = Field(
+        default=134_217_728,
+        ge=65_536,
+        description="Largest commit: the sum of the sizes of all its files (bytes).",
+    )
+    max_depth: int = Field(
+        default=32, ge=8, le=100, description="Deepest nesting of mappings and lists in YAML."
+    )
+    max_nodes: int = Field(
+        default=20_000,
+        ge=100,
+        description="Most YAML nodes (keys, values, lists) in one environment file.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything the daemon and the CLI need."""
 
@@ -110,6 +133,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     webhooks: WebhookSettings = WebhookSettings()
     daemon: DaemonSettings = DaemonSettings()
+    limits: LimitsSettings = LimitsSettings()
 
     @classmethod
     def settings_customise_sources(

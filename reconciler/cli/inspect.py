@@ -40,9 +40,13 @@ from reconciler.source.refresh import DesiredSnapshot
 @app.command()
 def validate(
     path: Annotated[Path, typer.Argument(help="Desired-state repository (work tree).")] = Path("."),
+    config: ConfigOption = None,
 ) -> None:
-    """Validate a desired-state repository; print file:line: message for every problem."""
-    result = wiring.load_repository(path)
+    """Validate a desired-state repository; print file:line: message for every problem.
+
+    Reads within the configuration's ``limits`` (file and repository sizes, YAML depth).
+    """
+    result = wiring.load_repository(path, limits=settings(config).limits)
     for problem in result.problems:
         console.print(Text(str(problem)))
     if result.state is None:

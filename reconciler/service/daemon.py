@@ -16,6 +16,8 @@ Contract:
 * SIGTERM/SIGINT: stop taking work, let running playbook steps finish (``shutdown_grace``), then
   kill what still runs; the journal tells the next start what to resume. Exit 0.
 * Start: kill orphans of a killed predecessor, resume rollouts the journal shows unfinished.
+  A poisoned tip never stops the start: it is reported as rejected (or, should the refresh
+  itself fail, logged and retried by the loop) and the daemon becomes ready.
 * It is the API's ``Control``: status, environments and metrics are rendered from the status
   read model (``report.status``) over the desired state in force.
 """
@@ -220,8 +222,7 @@ class Daemon:
             if serve is not None:
                 self.url, stop_api = serve(self)
                 discovery.write(self.discovery_path, self.url, self.started_at)
-            snapshot = self.reconciler.refresh()
-            self._note_source(snapshot)
+            snapshot = self._first_refresh()
             resumed = self.reconciler.resume_interrupted(snapshot)
             self._triggers.start()
             self.ready.set()
@@ -239,6 +240,16 @@ class Daemon:
             self.lock.release()
         log.info("daemon_stopped")
         return 0
+
+    def _first_refresh(self) -> DesiredSnapshot:
+        """The start-up refresh: whatever the tip holds, the daemon starts and reports it."""
+        try:
+            snapshot = self.reconciler.refresh()
+        except Exception:  # never let a poisoned tip stop the start (the loop retries)
+            log.exception("refresh_failed")
+            return self.snapshot or DesiredSnapshot(None, None, None)
+        self._note_source(snapshot)
+        return snapshot
 
     def _tick(self) -> float:
         interval = systemd_notify.watchdog_interval()

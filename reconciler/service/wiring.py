@@ -23,13 +23,16 @@ from reconciler.report import api, server
 from reconciler.rollout.ports import Adapters, Reverter
 from reconciler.rollout.reconciler import Reconciler
 from reconciler.service.daemon import Daemon
-from reconciler.settings import Settings
+from reconciler.settings import LimitsSettings, Settings
 from reconciler.source.refresh import DesiredSource
 
 
-def load_repository(root: Path, commit: str | None = None) -> loading.LoadResult:
-    """Validate a desired-state work tree with the real (Ansible) inventory parser."""
-    return loading.load_repository(root, inventories=inventory.load, commit=commit)
+def load_repository(
+    root: Path, commit: str | None = None, limits: LimitsSettings | None = None
+) -> loading.LoadResult:
+    """Validate a desired-state work tree with the real (Ansible) inventory parser, within
+    the operator's ``limits`` (the defaults when None)."""
+    return loading.load_repository(root, inventories=inventory.load, commit=commit, limits=limits)
 
 
 def open_store(settings: Settings, *, read_only: bool = False) -> StateStore:
@@ -39,7 +42,12 @@ def open_store(settings: Settings, *, read_only: bool = False) -> StateStore:
 
 def git_source(settings: Settings) -> GitSource:
     """The Git reader: fetches and snapshots of the tracked branch."""
-    return GitSource(settings.source.url, settings.source.branch, settings.cache_dir)
+    return GitSource(
+        settings.source.url,
+        settings.source.branch,
+        settings.cache_dir,
+        max_tree_bytes=settings.limits.max_repository_bytes,
+    )
 
 
 def git_writer(settings: Settings, *, cancel: threading.Event | None = None) -> WriteBack:
@@ -61,7 +69,7 @@ def desired_source(settings: Settings, store: StateStore, *, record: bool) -> De
     return DesiredSource(
         git_source(settings),
         meta=store,
-        load=lambda root, sha: load_repository(root, sha),
+        load=lambda root, sha: load_repository(root, sha, settings.limits),
         record=record,
     )
 

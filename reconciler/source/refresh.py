@@ -6,7 +6,10 @@ Contract (``DesiredSource.refresh(fetch=True)``):
   the last valid commit in force and is reported with its ``file:line`` problems; an
   unreachable remote leaves everything in force and is reported as the source error.
 * Never raises for what a commit contains or for a remote that fails: anything a commit's
-  content makes the loader raise rejects that commit (the problem names the error).
+  content makes the loader raise rejects that commit (the problem names the error), and so
+  does a tree the Git edge refuses (``UnsafeTreeError``: a link escaping the repository, a
+  nested ``.git``, too many bytes): a problem of that commit, shown as its rejection, never as
+  an outage. Problems render terminal-safe and length-capped (``desired.problems``).
 * ``record=True`` (the daemon, a foreground ``sync``) writes what happened to the store
   (``source.facts``) and logs ``commit_rejected`` once per rejected commit. ``record=False``
   (``diff``, ``plan``, ``status``) writes nothing anywhere: reads never change what the daemon
@@ -31,8 +34,9 @@ from typing import Protocol
 
 import structlog
 
-from reconciler.desired.loading import LoadResult, Problem
+from reconciler.desired.loading import LoadResult
 from reconciler.desired.model import DesiredState
+from reconciler.desired.problems import Problem
 from reconciler.edges.git import CommitInfo, SourceError, UnsafeTreeError
 from reconciler.source import facts
 
@@ -125,7 +129,7 @@ class DesiredSource:
             root = self.reader.snapshot(valid_sha)
             result, error = self._validate(valid_sha)
             commit = self.reader.commit_info(valid_sha)
-        except (SourceError, ValueError) as exc:
+        except (SourceError, UnsafeTreeError, ValueError) as exc:  # e.g. limits lowered since
             return DesiredSnapshot(None, None, None, tip, problems, source_error or str(exc))
         if result is None or not result.ok:
             # The commit in force no longer loads (e.g. a cache wiped): nothing is in force.
@@ -155,10 +159,13 @@ class DesiredSource:
             return self._loaded[sha], ""
         try:
             root = self.reader.snapshot(sha)
-        except UnsafeTreeError as exc:
-            result = LoadResult(None, (Problem(".", 1, str(exc)),))
+        except UnsafeTreeError as exc:  # what the commit holds: a problem of that commit
+            result = LoadResult(None, (Problem(exc.path, 1, str(exc)),))
         except SourceError as exc:
             return None, str(exc)
+        except Exception as exc:  # unforeseen: reported like an outage, retried, never raised
+            log.exception("snapshot_failed", commit=sha)
+            return None, f"cannot read commit {sha[:12]}: {type(exc).__name__}: {exc}"[:500]
         else:
             try:
                 result = self.load(root, sha)

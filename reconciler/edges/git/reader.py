@@ -9,7 +9,11 @@ Contract:
   process's fetch included: git is killed with every process it started when time is up.
 * ``snapshot(sha)`` materialises the tree of that exact commit (never a work tree) into
   ``snapshots/<sha>/`` and returns the directory; it is complete or absent, never partial. A tree
-  with links or paths escaping the repository raises ``UnsafeTreeError`` (permanent).
+  with links or paths escaping the repository raises ``UnsafeTreeError`` (permanent), and so,
+  checked from the tree listing before anything is written, does a tree with a path component
+  ``.git`` (any case, NTFS aliases too: ``x/.git/config`` would be a repository inside the
+  snapshot, which ``git archive`` refuses) or whose files add up to more than
+  ``max_tree_bytes`` (``limits.max_repository_bytes``).
 * ``last_fetched()``, ``commit_info()`` and ``changed_paths()`` read the mirror, no network.
 * Several processes may share one ``cache_dir`` (the daemon and ``reconciler diff``...): clone,
   fetch and snapshot creation hold an exclusive ``flock`` on ``cache_dir/reader.lock`` (and a
@@ -46,8 +50,16 @@ _READ_ERRORS = (git.GitError, git.BadName, git.BadObject, ValueError, OSError)
 class GitSource:
     """A tracked branch of a remote repository, mirrored under ``cache_dir`` (read-only)."""
 
-    def __init__(self, url: str, branch: str, cache_dir: Path, keep_snapshots: int = 5) -> None:
+    def __init__(
+        self,
+        url: str,
+        branch: str,
+        cache_dir: Path,
+        keep_snapshots: int = 5,
+        max_tree_bytes: int | None = None,
+    ) -> None:
         self.url = url
+        self.max_tree_bytes = max_tree_bytes
         self.branch = branch
         self.cache_dir = cache_dir
         self.checkout_dir = cache_dir / "checkout"
@@ -167,8 +179,13 @@ class GitSource:
         work = Path(tempfile.mkdtemp(prefix=f".{sha[:12]}-", dir=self.snapshots_dir))
         try:
             archive = work / "tree.tar"
-            with git.Repo(self.checkout_dir) as repo, archive.open("wb") as handle:
-                repo.archive(handle, treeish=sha, format="tar")
+            with git.Repo(self.checkout_dir) as repo:
+                listing = repo.git.ls_tree(
+                    "-r", "-l", "-z", "--full-tree", sha, stdout_as_string=False
+                )
+                self._check_tree(sha, bytes(listing).decode("utf-8", "surrogateescape"))
+                with archive.open("wb") as handle:
+                    repo.archive(handle, treeish=sha, format="tar")
             tree = work / "tree"
             with tarfile.open(archive) as tar:
                 try:
@@ -176,7 +193,8 @@ class GitSource:
                 except tarfile.FilterError as exc:
                     raise UnsafeTreeError(
                         f"commit {sha[:12]} is unsafe: {exc} (links and paths must stay inside "
-                        "the repository)"
+                        "the repository)",
+                        path=exc.tarinfo.name,
                     ) from exc
             (tree / ".reconciler-snapshot").write_text(sha + "\n")
             if target.exists():
@@ -186,6 +204,31 @@ class GitSource:
             raise self._error(f"read commit {sha[:12]} of", exc) from exc
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def _check_tree(self, sha: str, listing: str) -> None:
+        """``UnsafeTreeError`` for a ``.git`` path component or too many bytes in all."""
+        total, sizes = 0, []
+        for entry in listing.split("\0"):
+            info, _, path = entry.partition("\t")
+            if not path:
+                continue
+            if any(_is_dot_git(part) for part in path.split("/")):
+                raise UnsafeTreeError(
+                    f"commit {sha[:12]} is unsafe: {path!r} has a path component '.git' (a "
+                    "repository inside the repository is never used)",
+                    path=path,
+                )
+            size = info.split()[-1]
+            if size.isdigit():
+                total += int(size)
+                sizes.append((int(size), path))
+        if self.max_tree_bytes is not None and total > self.max_tree_bytes:
+            largest = ", ".join(f"{p} ({n} bytes)" for n, p in sorted(sizes, reverse=True)[:3])
+            raise UnsafeTreeError(
+                f"commit {sha[:12]} is too large: its files add up to {total} bytes, more than "
+                f"the {self.max_tree_bytes} bytes allowed (limits.max_repository_bytes); the "
+                f"largest: {largest}"
+            )
 
     def prune_snapshots(self, keep: set[str]) -> None:
         """Delete old snapshots, keeping the newest few and every sha in ``keep``."""
@@ -199,3 +242,10 @@ class GitSource:
         for old in snapshots[self.keep_snapshots :]:
             if old.name not in keep:
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def _is_dot_git(part: str) -> bool:
+    """``.git`` as git itself refuses it in a path: any case, NTFS trailing dots or spaces, and
+    its 8.3 short name ``git~1``."""
+    lowered = part.lower()
+    return lowered.rstrip(". ") == ".git" or lowered == "git~1"
