@@ -49,6 +49,7 @@ from ruamel.yaml.reader import ReaderError
 
 from reconciler.desired.problems import Problem
 from reconciler.settings import LimitsSettings
+from reconciler.support.text import clip
 
 __all__ = ["load_yaml", "read_mapping", "read_text", "referenced_problems", "repository_problems"]
 
@@ -60,7 +61,7 @@ class _Refused(MarkedYAMLError):
 
 
 class _BoundedComposer(Composer):
-    """ruamel's composer, refusing anchors and aliases and counting the nesting depth."""
+    """ruamel's composer, refusing anchors and aliases, counting nodes and nesting depth."""
 
     max_depth = LimitsSettings().max_depth
     max_nodes = LimitsSettings().max_nodes
@@ -74,12 +75,12 @@ class _BoundedComposer(Composer):
         event = self.parser.peek_event()
         if isinstance(event, AliasEvent):
             raise _Refused(
-                problem=f"YAML alias *{event.anchor} is not allowed; {ANCHOR_HINT}",
+                problem=f"YAML alias *{clip(event.anchor, 60)} is not allowed; {ANCHOR_HINT}",
                 problem_mark=event.start_mark,
             )
         if getattr(event, "anchor", None) is not None:
             raise _Refused(
-                problem=f"YAML anchor &{event.anchor} is not allowed; {ANCHOR_HINT}",
+                problem=f"YAML anchor &{clip(event.anchor, 60)} is not allowed; {ANCHOR_HINT}",
                 problem_mark=event.start_mark,
             )
         self.nodes += 1
