@@ -28,6 +28,7 @@ Contract (no function raises for what the files contain):
   memory and time is its number of nodes (about 2 KB each once built), so bytes alone would let
   2 MiB of ``k: 1`` lines cost a quarter of a gigabyte. Any other parser or constructor error (a
   5,000-digit integer, a bad tag) becomes a problem too.
+* ``bounded_yaml(limits)``: the ruamel round-trip ``YAML`` that ``load_yaml`` uses.
 * ``read_mapping(root, path, limits)``: ``read_text`` then ``load_yaml``; the document must be
   a mapping.
 """
@@ -51,7 +52,14 @@ from reconciler.desired.problems import Problem
 from reconciler.settings import LimitsSettings
 from reconciler.support.text import clip
 
-__all__ = ["load_yaml", "read_mapping", "read_text", "referenced_problems", "repository_problems"]
+__all__ = [
+    "bounded_yaml",
+    "load_yaml",
+    "read_mapping",
+    "read_text",
+    "referenced_problems",
+    "repository_problems",
+]
 
 ANCHOR_HINT = "environment files share settings through 'defaults', not anchors"
 
@@ -101,7 +109,9 @@ class _BoundedComposer(Composer):
             self.nesting -= 1
 
 
-def _yaml(limits: LimitsSettings) -> YAML:
+def bounded_yaml(limits: LimitsSettings) -> YAML:
+    """A round-trip loader with the bounded composer (``desired.edits`` parses with it too)."""
+
     class _Composer(_BoundedComposer):
         pass
 
@@ -158,7 +168,7 @@ def read_text(root: Path, path: Path, limits: LimitsSettings) -> tuple[str | Non
 def load_yaml(file: str, text: str, limits: LimitsSettings) -> tuple[Any, list[Problem]]:
     """The round-trip document of ``text`` (one YAML document), or why it cannot be used."""
     try:
-        return _yaml(limits).load(text), []
+        return bounded_yaml(limits).load(text), []
     except _Refused as exc:
         return None, [Problem(file, exc.problem_mark.line + 1, str(exc.problem))]
     except MarkedYAMLError as exc:

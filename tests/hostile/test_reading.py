@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.desired import loading
+from reconciler.desired import edits, loading
 from reconciler.settings import LimitsSettings
 from tests.hostile.builder import ENV_FILE, VALID, VALID_LINES, alias_bomb
 from tests.hostile.conftest import load
@@ -171,3 +171,24 @@ def test_the_loader_never_raises_for_an_exception_of_the_inventory_reader(repo):
     assert [str(p) for p in result.problems] == [
         f"{ENV_FILE}:1: cannot validate: RuntimeError: \\x1b[2Jboom"
     ]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "bomb",
+        "deep: " + "[" * 5000 + "]" * 5000 + "\n",
+        "n: " + "9" * 5000 + "\n",
+        "# padding\n" * 250_000,
+    ],
+    ids=["alias bomb", "deep nesting", "huge integer", "huge file"],
+)
+def test_edits_of_a_hostile_commit_fail_cleanly_and_never_expand_it(extra):
+    """The Git writer edits and compares texts of any commit of the branch, rejected ones too."""
+    text = alias_bomb().decode() if extra == "bomb" else VALID + extra
+    with pytest.raises(edits.EditError):
+        edits.group_versions(text, "web")
+    with pytest.raises(edits.EditError):
+        edits.set_group_versions(text, "web", {"shop": "2.0.0"})
+    assert not edits.only_group_versions_changed(text, VALID, "web")
+    assert not edits.only_group_versions_changed(VALID, text, "web")
