@@ -44,7 +44,7 @@ def validate(
 ) -> None:
     """Validate a desired-state repository; print file:line: message for every problem.
 
-    Reads within the configuration's ``limits`` (file and repository sizes, YAML depth, nodes).
+    Reads within the configuration's limits (file and repository sizes, YAML depth, nodes).
     """
     result = wiring.load_repository(path, limits=settings(config).limits)
     for problem in result.problems:
