@@ -97,6 +97,17 @@ class DaemonSettings(_Section):
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
 
 
+class ObservationSettings(_Section):
+    interval: Duration = Field(
+        default=600.0,
+        description="Look at what every host runs this often (0: only after rollout steps).",
+    )
+    jitter: float = Field(
+        default=0.1, ge=0, le=1, description="Share of interval added, fixed per environment."
+    )
+    forks: int = Field(default=50, ge=1, le=500, description="Ansible forks of an observation.")
+
+
 class LimitsSettings(_Section):
     """Bounds on what a commit of the desired-state repository may make reconciler read."""
 
@@ -133,6 +144,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     webhooks: WebhookSettings = WebhookSettings()
     daemon: DaemonSettings = DaemonSettings()
+    observation: ObservationSettings = ObservationSettings()
     limits: LimitsSettings = LimitsSettings()
 
     @classmethod

@@ -28,6 +28,7 @@ from reconciler.cli.app import (
 )
 from reconciler.cli.daemon_calls import daemon_call, discover
 from reconciler.plan import canary
+from reconciler.plan import observed as drift_model
 from reconciler.report import history as history_model
 from reconciler.report import status as read_model
 from reconciler.report import terminal
@@ -35,6 +36,7 @@ from reconciler.report.terminal import Output
 from reconciler.rollout.reconciler import Reconciler
 from reconciler.service import wiring
 from reconciler.source.refresh import DesiredSnapshot
+from reconciler.states import DriftClass
 
 
 @app.command()
@@ -87,23 +89,34 @@ def _read(config: Path | None) -> tuple[Reconciler, DesiredSnapshot]:
 def diff(
     config: ConfigOption = None, env: EnvOption = None, output: OutputOption = Output.TABLE
 ) -> None:
-    """Desired (Git) vs recorded (deployed) versions.
+    """Desired (Git) vs recorded (deployed) vs observed (what hosts report) versions.
 
-    Exit 0 in sync, 1 when anything drifted, 2 when the fetch failed (the diff shown is then
-    as of the last fetched commit, and may be stale).
+    Each host/app that is not in sync is shown with its class: pending (desired != recorded),
+    new_host (never deployed), out_of_band (the host runs another version than recorded) or
+    unknown (not observed, or unreachable). Exit 0 when nothing drifted (unknown is not drift),
+    1 when anything did, 2 when the fetch failed (the diff shown is then as of the last
+    fetched commit, and may be stale).
     """
     reconciler, snapshot = _read(config)
     assert snapshot.state is not None and snapshot.commit is not None
+    store = reconciler.store
     rows = [
-        row
+        state
         for name, environment in snapshot.state.environments.items()
         if not env or name in env
-        for row in canary.drift(environment, reconciler.store.recorded_versions(name))
+        for state in drift_model.host_states(
+            environment,
+            store.recorded_versions(name),
+            store.observed(name),
+            store.drift_marks(name),
+            unobserved={g.name for g in environment.groups.values() if g.observe is None},
+        )
+        if state.drift is not DriftClass.IN_SYNC
     ]
     terminal.diff(console, rows, snapshot.commit.sha, output)
     if snapshot.source_error:
         raise typer.Exit(2)
-    if rows:
+    if any(r.drift.drifted for r in rows):
         raise typer.Exit(1)
 
 

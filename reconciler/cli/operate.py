@@ -21,6 +21,7 @@ from rich.text import Text
 from reconciler.cli.app import (
     ConfigOption,
     EnvOption,
+    OutputOption,
     app,
     console,
     errors,
@@ -31,12 +32,15 @@ from reconciler.cli.app import (
 from reconciler.cli.daemon_calls import daemon_call, discover
 from reconciler.desired import messages
 from reconciler.desired.schema import VERSION_RE
+from reconciler.plan.observed import HostAppState
 from reconciler.report import terminal
 from reconciler.report.client import DaemonClient
 from reconciler.report.progress import ProgressReporter
+from reconciler.report.status import HostApp
+from reconciler.report.terminal import Output
 from reconciler.service import wiring
 from reconciler.service.leadership import AlreadyRunning, StateDirLock
-from reconciler.states import EnvironmentResult, RolloutState
+from reconciler.states import DriftClass, EnvironmentResult, RolloutState
 from reconciler.support import logs
 
 
@@ -232,3 +236,53 @@ def demo(
     from reconciler.demo import walkthrough
 
     raise typer.Exit(walkthrough.run(workdir=workdir, keep=keep, console=console, ssh=ssh))
+
+
+@app.command()
+def observe(
+    config: ConfigOption = None,
+    env: EnvOption = None,
+    output: OutputOption = Output.TABLE,
+    timeout: Annotated[float, typer.Option(help="Through a daemon: longest wait, s.")] = 600,
+) -> None:
+    """Look at what every observed host runs now; show each host/app that is not in sync.
+
+    Through a running daemon the look happens at the start of a reconcile of the environment
+    (which goes on as any reconcile would); without one it only looks, here, holding the state
+    dir's lock. Exit 0 when nothing drifted (unknown is not drift), 1 when something did.
+    """
+    loaded = source_settings(config)
+    client = discover(loaded)
+    rows: list[HostAppState] = []
+    commit: str | None = None
+    if client is not None:
+        targets: list[str | None] = list(env) if env else [None]
+        for target in targets:
+            for detail in daemon_call(functools.partial(client.observe, target, timeout)):
+                rows.extend(_state(detail.name, h) for h in detail.hosts)
+        commit = daemon_call(client.status).source.valid_commit
+    else:
+        reconciler = wiring.build(loaded)
+        try:
+            with StateDirLock(loaded.lock_path):
+                snapshot = reconciler.refresh()
+                if snapshot.state is None or snapshot.commit is None:
+                    fail("no valid desired state: nothing to observe")
+                commit = snapshot.commit.sha
+                for name, desired in snapshot.state.environments.items():
+                    if not env or name in env:
+                        rows.extend(reconciler.observe(desired, snapshot))
+        except AlreadyRunning as exc:
+            fail(f"{exc}: its API did not answer; try again or stop it", 2)
+    rows = [r for r in rows if r.drift is not DriftClass.IN_SYNC]
+    terminal.diff(console, rows, commit, output)
+    if any(r.drift.drifted for r in rows):
+        raise typer.Exit(1)
+
+
+def _state(environment: str, host: HostApp) -> HostAppState:
+    """A host of the daemon's answer as the planning core's state (to render it the same)."""
+    return HostAppState(
+        environment, host.group, host.host, host.app, host.desired, host.deployed,
+        host.observed, host.observed_at, None, DriftClass(host.drift), None, host.flapping,
+    )  # fmt: skip

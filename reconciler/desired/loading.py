@@ -25,9 +25,9 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from reconciler import content
 from reconciler.desired import problems as problems_
-from reconciler.desired import reading
+from reconciler.desired import reading, resolve
 from reconciler.desired.inventories import Inventory, InventoryError, InventoryReader
-from reconciler.desired.model import DesiredState, EnvironmentDesired, GroupDesired, Rollout
+from reconciler.desired.model import DesiredState, EnvironmentDesired
 from reconciler.desired.problems import Problem
 from reconciler.desired.schema import EnvironmentFile
 from reconciler.settings import LimitsSettings
@@ -243,7 +243,7 @@ def _check_environment(
     if problems or parsed is None:
         return None, problems
 
-    groups = {name: _resolve_group(spec, name, parsed) for name in order}
+    groups = {name: resolve.group(spec, name, parsed) for name in order}
     return EnvironmentDesired(spec.environment, file, spec.inventory, groups), []
 
 
@@ -284,33 +284,6 @@ def _conflicting_hosts(
                         )
                     )
     return problems
-
-
-def _resolve_group(spec: EnvironmentFile, name: str, parsed: Inventory) -> GroupDesired:
-    group, defaults = spec.groups[name], spec.defaults
-    merged = defaults.rollout.model_dump(exclude_none=True)
-    if group.rollout is not None:
-        merged.update(group.rollout.model_dump(exclude_none=True))
-    rollout = Rollout(
-        canary=tuple(merged.get("canary", (100,))),
-        bake_s=float(merged.get("bake", 0.0)),
-        max_failed_hosts=merged.get("max_failed_hosts", 0),
-    )
-    return GroupDesired(
-        name=name,
-        apps=dict(sorted(group.apps.items())),
-        hosts=parsed.group_hosts(name),
-        after=group.after,
-        playbook=group.playbook or defaults.playbook,
-        rollout=rollout,
-        health=group.health if group.health is not None else defaults.health,
-        timeout_s=group.timeout if group.timeout is not None else defaults.timeout,
-        maintenance_windows=(
-            group.maintenance_windows
-            if group.maintenance_windows is not None
-            else defaults.maintenance_windows
-        ),
-    )
 
 
 def load_environment_file(

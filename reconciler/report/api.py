@@ -62,7 +62,12 @@ class Control(Protocol):
     def known(self, environment: str) -> bool: ...
     def in_force(self) -> list[str]: ...
     def request_sync(
-        self, environment: str | None = None, *, reason: str, fetch: bool = True
+        self,
+        environment: str | None = None,
+        *,
+        reason: str,
+        fetch: bool = True,
+        observe: bool = False,
     ) -> float: ...
     def wait_finished(
         self, environments: list[str], since: float, timeout: float
@@ -222,6 +227,26 @@ def create_app(control: Control, settings: Settings) -> FastAPI:
                 name: _outcome(outcome) if outcome else None for name, outcome in finished.items()
             }
         return response
+
+    @app.post(
+        "/api/v1/observe",
+        response_model=list[EnvironmentDetail],
+        tags=["actions"],
+        dependencies=auth,
+    )
+    def observe(request: SyncRequest | None = None) -> list[EnvironmentDetail]:
+        """Look at what every observed host runs now (then reconcile, as a sync does); with
+        ``wait``, answer each environment's hosts: desired, recorded, observed and class."""
+        request = request or SyncRequest(wait=True)
+        if control.stopping.is_set():
+            raise HTTPException(503, "the daemon is shutting down")
+        if request.environment is not None:
+            known(request.environment)
+        since = control.request_sync(request.environment, reason="observe", observe=True)
+        names = [request.environment] if request.environment else control.in_force()
+        if request.wait and names:
+            control.wait_finished(names, since, request.timeout)
+        return [e for name in names for e in control.environments(only=name, with_hosts=True)]
 
     def _suspend(environment: str, suspended: bool) -> Suspension:
         known(environment)

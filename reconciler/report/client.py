@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from reconciler.report.history import Rollout
-from reconciler.report.status import StatusView
+from reconciler.report.status import EnvironmentDetail, StatusView
 from reconciler.settings import Settings, read_secret
 
 
@@ -82,6 +82,11 @@ class DaemonClient:
     def sync(self, environment: str | None, timeout: float) -> dict[str, Any]:
         body = {"environment": environment, "wait": True, "timeout": timeout}
         return self._call("POST", "/api/v1/sync", json=body, timeout=timeout + 30)
+
+    def observe(self, environment: str | None, timeout: float) -> list[EnvironmentDetail]:
+        body = {"environment": environment, "wait": True, "timeout": timeout}
+        answer = self._call("POST", "/api/v1/observe", json=body, timeout=timeout + 30)
+        return [EnvironmentDetail.model_validate(e) for e in answer]
 
     def set_suspended(self, environment: str, suspended: bool) -> dict[str, Any]:
         action = "suspend" if suspended else "resume"

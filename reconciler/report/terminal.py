@@ -19,9 +19,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from reconciler.plan.canary import DriftRow, EnvironmentPlan
+from reconciler.plan.canary import EnvironmentPlan
+from reconciler.plan.observed import HostAppState
 from reconciler.report.history import Rollout
 from reconciler.report.status import StatusView
+from reconciler.states import DriftClass, ObservationStatus
 
 
 class Output(StrEnum):
@@ -207,7 +209,32 @@ def _state_style(state: str) -> str:
 # ------------------------------------------------------------------------------ diff and plan
 
 
-def diff(console: Console, rows: Sequence[DriftRow], commit: str | None, output: Output) -> None:
+def _explain(s: HostAppState) -> str:
+    """One host and app in words: its class, and the versions that make it so."""
+    seen = s.observed if s.observed is not None else "nothing known"
+    if s.observation is ObservationStatus.STOPPED:
+        seen = "nothing (the app is stopped)"
+    if s.drift is DriftClass.PENDING:
+        text = f"pending: recorded {s.recorded}, desired {s.desired}"
+    elif s.drift is DriftClass.NEW_HOST:
+        text = f"new_host: never deployed by reconciler, desired {s.desired}"
+    elif s.drift is DriftClass.OUT_OF_BAND:
+        text = f"out_of_band: runs {seen}, recorded and desired {s.desired}"
+    elif s.drift is DriftClass.UNKNOWN:
+        text = f"unknown: {s.observation or 'not observed yet'}, recorded {s.recorded}"
+    else:
+        text = f"in_sync: {s.desired}"
+    if s.drift is not DriftClass.UNKNOWN and s.observed_at is not None:
+        text += f" (observed {seen} at {when(s.observed_at)})"
+    if s.flapping:
+        text += " (flapping: not healed again until an operator acts)"
+    return text
+
+
+def diff(
+    console: Console, rows: Sequence[HostAppState], commit: str | None, output: Output
+) -> None:
+    """``rows``: the host/app pairs that are not in sync (every class but ``in_sync``)."""
     if output is Output.JSON:
         _json(
             console,
@@ -219,8 +246,13 @@ def diff(console: Console, rows: Sequence[DriftRow], commit: str | None, output:
                         "group": r.group,
                         "host": r.host,
                         "app": r.app,
+                        "class": str(r.drift),
                         "recorded": r.recorded,
+                        "observed": r.observed,
+                        "observed_at": r.observed_at,
                         "desired": r.desired,
+                        "since": r.since,
+                        "flapping": r.flapping,
                     }
                     for r in rows
                 ],
@@ -232,11 +264,21 @@ def diff(console: Console, rows: Sequence[DriftRow], commit: str | None, output:
         return
     if output is Output.WIDE:
         table = _table(
-            "environment", "group", "host", "app", "recorded", "desired",
-            title=f"diff at {short(commit)}",
+            "environment", "group", "host", "app", "class", "recorded", "observed", "desired",
+            "since", title=f"diff at {short(commit)}",
         )  # fmt: skip
         for r in rows:
-            table.add_row(r.environment, r.group, r.host, r.app, r.recorded or "none", r.desired)
+            table.add_row(
+                r.environment,
+                r.group,
+                r.host,
+                r.app,
+                str(r.drift) + (" (flapping)" if r.flapping else ""),
+                r.recorded or "none",
+                r.observed or "-",
+                r.desired,
+                when(r.since),
+            )
         console.print(table)
     else:
         console.print(f"diff at {short(commit)}")
@@ -245,11 +287,12 @@ def diff(console: Console, rows: Sequence[DriftRow], commit: str | None, output:
             if (r.environment, r.group) != where:
                 where = (r.environment, r.group)
                 console.print(Text(f"{r.environment}/{r.group}", style="bold"))
-            console.print(
-                Text(f"  {r.host}  {r.app}  {r.recorded or 'none'} -> ")
-                + Text(r.desired, style="bold")
-            )
-    console.print(f"{len(rows)} host/app pair(s) out of sync")
+            console.print(Text(f"  {r.host}  {r.app}  {_explain(r)}"))
+    drifted = sum(1 for r in rows if r.drift.drifted)
+    console.print(
+        f"{drifted} host/app pair(s) out of sync"
+        + (f", {len(rows) - drifted} unknown" if len(rows) > drifted else "")
+    )
 
 
 def plan(

@@ -16,8 +16,6 @@ Contract:
 * SIGTERM/SIGINT: stop taking work, let running playbook steps finish (``shutdown_grace``), then
   kill what still runs; the journal tells the next start what to resume. Exit 0.
 * Start: kill orphans of a killed predecessor, resume rollouts the journal shows unfinished.
-  A poisoned tip never stops the start: it is reported as rejected (or, should the refresh
-  itself fail, logged and retried by the loop) and the daemon becomes ready.
 * It is the API's ``Control``: status, environments and metrics are rendered from the status
   read model (``report.status``) over the desired state in force.
 """
@@ -66,6 +64,7 @@ class _EnvironmentRun:
     cancel: StopRequest = field(default_factory=StopRequest)
     abort: threading.Event = field(default_factory=threading.Event)
     future: Future[None] | None = None
+    observe: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,6 +100,7 @@ class Daemon:
         self._state = threading.Condition()
         self._requested: set[str] | None = set()  # None: every environment
         self._forced_fetch = False
+        self._observe: set[str] | None = set()  # None: every environment
         self._running: dict[str, _EnvironmentRun] = {}
         self._pending: set[str] = set()
         self._finished: dict[str, _Finished] = {}
@@ -157,15 +157,25 @@ class Daemon:
             self.request_sync(environment, reason="resume", fetch=False)
 
     def request_sync(
-        self, environment: str | None = None, *, reason: str, fetch: bool = True
+        self,
+        environment: str | None = None,
+        *,
+        reason: str,
+        fetch: bool = True,
+        observe: bool = False,
     ) -> float:
-        """Ask for a fetch + reconcile; returns the monotonic time of the request."""
+        """Ask for a fetch + reconcile (``observe``: looking at every host first); returns the
+        monotonic time of the request."""
         now = time.monotonic()
         with self._state:
             if environment is None:
                 self._requested = None
             elif self._requested is not None:
                 self._requested.add(environment)
+            if observe and environment is None:
+                self._observe = None
+            elif observe and self._observe is not None:
+                self._observe.add(environment)  # type: ignore[arg-type]
             self._forced_fetch = self._forced_fetch or (fetch and reason != "poll")
         log.debug("sync_requested", reason=reason, environment=environment)
         self._wake.set()
@@ -222,7 +232,8 @@ class Daemon:
             if serve is not None:
                 self.url, stop_api = serve(self)
                 discovery.write(self.discovery_path, self.url, self.started_at)
-            snapshot = self._first_refresh()
+            snapshot = self.reconciler.refresh()
+            self._note_source(snapshot)
             resumed = self.reconciler.resume_interrupted(snapshot)
             self._triggers.start()
             self.ready.set()
@@ -240,16 +251,6 @@ class Daemon:
             self.lock.release()
         log.info("daemon_stopped")
         return 0
-
-    def _first_refresh(self) -> DesiredSnapshot:
-        """The start-up refresh: whatever the tip holds, the daemon starts and reports it."""
-        try:
-            snapshot = self.reconciler.refresh()
-        except Exception:  # never let a poisoned tip stop the start (the loop retries)
-            log.exception("refresh_failed")
-            return self.snapshot or DesiredSnapshot(None, None, None)
-        self._note_source(snapshot)
-        return snapshot
 
     def _tick(self) -> float:
         interval = systemd_notify.watchdog_interval()
@@ -269,9 +270,12 @@ class Daemon:
             with self._state:
                 requested, self._requested = self._requested, set()
                 forced, self._forced_fetch = self._forced_fetch, False
-            self._cycle(requested, forced)
+                observe, self._observe = self._observe, set()
+            self._cycle(requested, forced, observe)
 
-    def _cycle(self, requested: set[str] | None, forced: bool) -> None:
+    def _cycle(
+        self, requested: set[str] | None, forced: bool, observe: set[str] | None = None
+    ) -> None:
         fetch = forced or time.monotonic() >= self._backoff_until
         try:
             snapshot = self.reconciler.refresh(fetch=fetch)
@@ -285,7 +289,8 @@ class Daemon:
             return
         for name, environment in snapshot.state.environments.items():
             if requested is None or name in requested:
-                self._dispatch(name, environment, snapshot)
+                look = observe is None or name in (observe or set())
+                self._dispatch(name, environment, snapshot, observe=look)
 
     def _note_source(self, snapshot: DesiredSnapshot) -> None:
         if snapshot.source_error:
@@ -301,7 +306,12 @@ class Daemon:
 
     # ------------------------------------------------------------------ environments
     def _dispatch(
-        self, name: str, environment: EnvironmentDesired, snapshot: DesiredSnapshot
+        self,
+        name: str,
+        environment: EnvironmentDesired,
+        snapshot: DesiredSnapshot,
+        *,
+        observe: bool = False,
     ) -> None:
         assert snapshot.commit is not None
         with self._state:
@@ -310,11 +320,14 @@ class Daemon:
             busy = self._running.get(name)
             if busy is not None:
                 self._pending.add(name)
+                if observe and self._observe is not None:
+                    self._observe.add(name)  # when the pending reconcile runs
                 if busy.environment != environment and not busy.cancel.is_set():
                     log.info("rollout_superseding", environment=name, by=snapshot.commit.sha[:12])
                     busy.cancel.request(StopReason.SUPERSEDED)
                 return
             run = _EnvironmentRun(environment, snapshot.commit.sha, time.monotonic())
+            run.observe = observe
             self._running[name] = run
             run.future = self._pool.submit(self._reconcile, name, run, snapshot)
 
@@ -330,7 +343,12 @@ class Daemon:
 
         try:
             outcome = self.reconciler.reconcile_environment(
-                run.environment, snapshot, cancel=run.cancel, abort=run.abort, on_revert=adopted
+                run.environment,
+                snapshot,
+                cancel=run.cancel,
+                abort=run.abort,
+                on_revert=adopted,
+                observe=run.observe,
             )
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -348,7 +366,11 @@ class Daemon:
             if again:
                 current = self.snapshot
                 if current and current.state and name in current.state.environments:
-                    self._dispatch(name, current.state.environments[name], current)
+                    with self._state:
+                        look = self._observe is not None and name in self._observe
+                        if look and self._observe is not None:
+                            self._observe.discard(name)
+                    self._dispatch(name, current.state.environments[name], current, observe=look)
 
     # ------------------------------------------------------------------ lifecycle
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:

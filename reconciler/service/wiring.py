@@ -8,6 +8,7 @@ tests that need fakes construct ``Reconciler`` / ``Adapters`` directly with thei
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,11 +16,13 @@ from reconciler.desired import loading
 from reconciler.edges.ansible import inventory
 from reconciler.edges.ansible.runner import PlaybookRunner
 from reconciler.edges.gates.checker import HealthChecker
+from reconciler.edges.gates.versions import HttpVersions
 from reconciler.edges.git.reader import GitSource
 from reconciler.edges.git.writer import WriteBack
 from reconciler.record import StateStore
 from reconciler.record.sqlite import SqliteStateStore
 from reconciler.report import api, server
+from reconciler.rollout.observation import Observer
 from reconciler.rollout.ports import Adapters, Reverter
 from reconciler.rollout.reconciler import Reconciler
 from reconciler.service.daemon import Daemon
@@ -88,10 +91,19 @@ def build(
         control_path_dir=settings.control_path_dir,
     )
     reverter: Reverter = git_writer(settings, cancel=stopping)
+    observer = Observer(
+        runner, HttpVersions(), settings.execution, time.time, forks=settings.observation.forks
+    )
     return Reconciler(
         settings,
         source=source,
-        adapters=Adapters(store=store, runner=runner, checker=HealthChecker(), reverter=reverter),
+        adapters=Adapters(
+            store=store,
+            runner=runner,
+            checker=HealthChecker(),
+            reverter=reverter,
+            observer=observer,
+        ),
     )
 
 

@@ -5,11 +5,13 @@ Contract (``DesiredSource.refresh(fetch=True)``):
   validates the tip as a whole. A valid tip becomes the commit in force; a rejected tip leaves
   the last valid commit in force and is reported with its ``file:line`` problems; an
   unreachable remote leaves everything in force and is reported as the source error.
-* Never raises for what a commit contains or for a remote that fails: anything a commit's
-  content makes the loader raise rejects that commit (the problem names the error), and so
-  does a tree the Git edge refuses (``UnsafeTreeError``: a link escaping the repository, a
-  nested ``.git``, too many bytes): a problem of that commit, shown as its rejection, never as
-  an outage. Problems render terminal-safe and length-capped (``desired.problems``).
+* Never raises: a daemon starts and reports whatever its tip holds. Anything a commit's content
+  makes the loader raise rejects that commit (the problem names the error), and so does a tree
+  the Git edge refuses (``UnsafeTreeError``: a link escaping the repository, a nested ``.git``,
+  too many bytes): a problem of that commit, shown as its rejection, never as an outage. A
+  failing remote is the source error; an unforeseen failure keeps the last snapshot, with the
+  failure as its ``source_error``. Problems render terminal-safe and length-capped
+  (``desired.problems``).
 * ``record=True`` (the daemon, a foreground ``sync``) writes what happened to the store
   (``source.facts``) and logs ``commit_rejected`` once per rejected commit. ``record=False``
   (``diff``, ``plan``, ``status``) writes nothing anywhere: reads never change what the daemon
@@ -22,6 +24,7 @@ Contract (``DesiredSource.refresh(fetch=True)``):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -104,7 +107,13 @@ class DesiredSource:
     # ------------------------------------------------------------------ refresh
     def refresh(self, *, fetch: bool = True) -> DesiredSnapshot:
         with self._lock:
-            snapshot = self._refresh(fetch)
+            try:
+                snapshot = self._refresh(fetch)
+            except Exception as exc:  # the daemon's start-up refresh included: never raise
+                log.exception("refresh_failed")
+                error = f"refresh failed: {type(exc).__name__}: {exc}"[:500]
+                previous = self._current or DesiredSnapshot(None, None, None)
+                snapshot = dataclasses.replace(previous, source_error=error)
             self._current = snapshot
             return snapshot
 
