@@ -33,11 +33,16 @@ def roles_dir() -> Path:
     return root() / "roles"
 
 
+#: Shipped playbooks reconciler runs itself (observation); groups cannot name them.
+INTERNAL_PLAYBOOKS = frozenset({"reconciler-observe.yml"})
+
+
 def shipped_playbooks() -> frozenset[str]:
+    """The shipped playbooks a group may name (``playbook: deploy-app.yml``)."""
     directory = playbooks_dir()
     if not directory.is_dir():
         return frozenset()
-    return frozenset(p.name for p in directory.glob("*.yml"))
+    return frozenset(p.name for p in directory.glob("*.yml")) - INTERNAL_PLAYBOOKS
 
 
 def is_shipped(playbook: str) -> bool:

@@ -150,6 +150,29 @@ class ObservationSettings(_Section):
     forks: int = Field(default=50, ge=1, le=500, description="Ansible forks of an observation.")
 
 
+class LimitsSettings(_Section):
+    """Bounds on what a commit of the desired-state repository may make reconciler read."""
+
+    max_file_bytes: int = Field(
+        default=2_097_152,
+        ge=1024,
+        description="Largest environment file, inventory file or repository playbook (bytes).",
+    )
+    max_repository_bytes: int = Field(
+        default=134_217_728,
+        ge=65_536,
+        description="Largest commit: the sum of the sizes of all its files (bytes).",
+    )
+    max_depth: int = Field(
+        default=32, ge=8, le=100, description="Deepest nesting of mappings and lists in YAML."
+    )
+    max_nodes: int = Field(
+        default=20_000,
+        ge=100,
+        description="Most YAML nodes (keys, values, lists) in one environment file.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything the daemon and the CLI need."""
 
@@ -164,6 +187,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = WebhookSettings()
     daemon: DaemonSettings = DaemonSettings()
     observation: ObservationSettings = ObservationSettings()
+    limits: LimitsSettings = LimitsSettings()
 
     @classmethod
     def settings_customise_sources(

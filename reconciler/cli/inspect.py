@@ -44,9 +44,13 @@ from reconciler.support.text import safe
 @app.command()
 def validate(
     path: Annotated[Path, typer.Argument(help="Desired-state repository (work tree).")] = Path("."),
+    config: ConfigOption = None,
 ) -> None:
-    """Validate a desired-state repository; print file:line: message for every problem."""
-    result = wiring.load_repository(path)
+    """Validate a desired-state repository; print file:line: message for every problem.
+
+    Reads within the configuration's limits (file and repository sizes, YAML depth, nodes).
+    """
+    result = wiring.load_repository(path, limits=settings(config).limits)
     for problem in result.problems:
         console.print(Text(safe(str(problem), MESSAGE_LIMIT)))
     if result.state is None:

@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from reconciler.desired import windows
 from reconciler.support.durations import Duration
+from reconciler.support.text import clip
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$")
 APP_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -22,14 +23,16 @@ ENVIRONMENT_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 HOST_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,252}$")
 # Characters that would be templated by Ansible (Jinja) or interpreted by a shell.
 UNSAFE_CHARS_RE = re.compile(r"[{}%$`;|&<>\\'\"\s*?!]")
+SHOWN_LIMIT = 80  # characters of a rejected value quoted in its message
 
 
 def _pattern(regex: re.Pattern[str], what: str, hint: str) -> Any:
     def check(value: str) -> str:
+        shown = repr(clip(value, SHOWN_LIMIT))
         if UNSAFE_CHARS_RE.search(value):
-            raise ValueError(f"{what} {value!r} contains templating or shell characters; {hint}")
+            raise ValueError(f"{what} {shown} contains templating or shell characters; {hint}")
         if not regex.fullmatch(value):
-            raise ValueError(f"{what} {value!r} is not valid; {hint}")
+            raise ValueError(f"{what} {shown} is not valid; {hint}")
         return value
 
     return AfterValidator(check)
@@ -47,10 +50,11 @@ GroupName = Annotated[
 
 
 def _relative_path(value: str) -> str:
+    shown = repr(clip(value, SHOWN_LIMIT))
     if UNSAFE_CHARS_RE.search(value):
-        raise ValueError(f"path {value!r} contains templating or shell characters")
+        raise ValueError(f"path {shown} contains templating or shell characters")
     if value.startswith("/") or ".." in value.split("/"):
-        raise ValueError(f"path {value!r} must be relative and stay inside the repository")
+        raise ValueError(f"path {shown} must be relative and stay inside the repository")
     return value
 
 

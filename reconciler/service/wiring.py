@@ -32,16 +32,19 @@ from reconciler.rollout.ports import Adapters, Reverter
 from reconciler.rollout.reconciler import Reconciler
 from reconciler.service import resources
 from reconciler.service.daemon import Daemon
-from reconciler.settings import Settings
+from reconciler.settings import LimitsSettings, Settings
 from reconciler.source.refresh import DesiredSource
 from reconciler.support.redaction import redact
 
 log = structlog.get_logger(__name__)
 
 
-def load_repository(root: Path, commit: str | None = None) -> loading.LoadResult:
-    """Validate a desired-state work tree with the real (Ansible) inventory parser."""
-    return loading.load_repository(root, inventories=inventory.load, commit=commit)
+def load_repository(
+    root: Path, commit: str | None = None, limits: LimitsSettings | None = None
+) -> loading.LoadResult:
+    """Validate a desired-state work tree with the real (Ansible) inventory parser, within
+    the operator's ``limits`` (the defaults when None)."""
+    return loading.load_repository(root, inventories=inventory.load, commit=commit, limits=limits)
 
 
 def open_store(settings: Settings, *, read_only: bool = False) -> StateStore:
@@ -94,7 +97,11 @@ def _git_auth(
 def git_source(settings: Settings) -> GitSource:
     """The Git reader: fetches and snapshots of the tracked branch."""
     return GitSource(
-        settings.source.url, settings.source.branch, settings.cache_dir, auth=git_auth(settings)
+        settings.source.url,
+        settings.source.branch,
+        settings.cache_dir,
+        max_tree_bytes=settings.limits.max_repository_bytes,
+        auth=git_auth(settings),
     )
 
 
@@ -118,7 +125,7 @@ def desired_source(settings: Settings, store: StateStore, *, record: bool) -> De
     return DesiredSource(
         git_source(settings),
         meta=store,
-        load=lambda root, sha: load_repository(root, sha),
+        load=lambda root, sha: load_repository(root, sha, settings.limits),
         record=record,
     )
 

@@ -9,8 +9,12 @@ Contract:
   process's fetch included: git is killed with every process it started when time is up.
 * ``snapshot(sha)`` materialises the tree of that exact commit (never a work tree) into
   ``snapshots/<sha>/`` and returns the directory; it is complete or absent, never partial. A tree
-  with links or paths escaping the repository raises ``UnsafeTreeError`` (permanent). Like
-  everything under the cache, its files are private (0600, 0700 if executable).
+  with links or paths escaping the repository raises ``UnsafeTreeError`` (permanent), and so,
+  checked from the tree listing before anything is written, does a tree with a path component
+  ``.git`` (any case, NTFS aliases too: ``x/.git/config`` would be a repository inside the
+  snapshot, which ``git archive`` refuses) or whose files add up to more than
+  ``max_tree_bytes`` (``limits.max_repository_bytes``). Like everything under the cache, its
+  files are private (0600, 0700 if executable).
 * ``last_fetched()``, ``commit_info()`` and ``changed_paths()`` read the mirror, no network.
 * Several processes may share one ``cache_dir`` (the daemon and ``reconciler diff``...): clone,
   fetch and snapshot creation hold an exclusive ``flock`` on ``cache_dir/reader.lock`` (and a
@@ -64,9 +68,11 @@ class GitSource:
         keep_snapshots: int = 5,
         *,
         auth: GitAuth | None = None,
+        max_tree_bytes: int | None = None,
     ) -> None:
         self.auth = auth if auth is not None else GitAuth(url)
         self.url = self.auth.url  # never with credentials: this is what .git/config holds
+        self.max_tree_bytes = max_tree_bytes
         self.branch = branch
         self.cache_dir = cache_dir
         self.checkout_dir = cache_dir / "checkout"
@@ -188,8 +194,13 @@ class GitSource:
         work = Path(tempfile.mkdtemp(prefix=f".{sha[:12]}-", dir=self.snapshots_dir))
         try:
             archive = work / "tree.tar"
-            with git.Repo(self.checkout_dir) as repo, archive.open("wb") as handle:
-                repo.archive(handle, treeish=sha, format="tar")
+            with git.Repo(self.checkout_dir) as repo:
+                listing = repo.git.ls_tree(
+                    "-r", "-l", "-z", "--full-tree", sha, stdout_as_string=False
+                )
+                self._check_tree(sha, bytes(listing).decode("utf-8", "surrogateescape"))
+                with archive.open("wb") as handle:
+                    repo.archive(handle, treeish=sha, format="tar")
             tree = work / "tree"
             with tarfile.open(archive) as tar:
                 try:
@@ -197,7 +208,8 @@ class GitSource:
                 except tarfile.FilterError as exc:
                     raise UnsafeTreeError(
                         f"commit {sha[:12]} is unsafe: {exc} (links and paths must stay inside "
-                        "the repository)"
+                        "the repository)",
+                        path=exc.tarinfo.name,
                     ) from exc
             (tree / ".reconciler-snapshot").write_text(sha + "\n")
             if target.exists():
@@ -207,6 +219,31 @@ class GitSource:
             raise self._error(f"read commit {sha[:12]} of", exc) from exc
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def _check_tree(self, sha: str, listing: str) -> None:
+        """``UnsafeTreeError`` for a ``.git`` path component or too many bytes in all."""
+        total, sizes = 0, []
+        for entry in listing.split("\0"):
+            info, _, path = entry.partition("\t")
+            if not path:
+                continue
+            if any(_is_dot_git(part) for part in path.split("/")):
+                raise UnsafeTreeError(
+                    f"commit {sha[:12]} is unsafe: {path!r} has a path component '.git' (a "
+                    "repository inside the repository is never used)",
+                    path=path,
+                )
+            size = info.split()[-1]
+            if size.isdigit():
+                total += int(size)
+                sizes.append((int(size), path))
+        if self.max_tree_bytes is not None and total > self.max_tree_bytes:
+            largest = ", ".join(f"{p} ({n} bytes)" for n, p in sorted(sizes, reverse=True)[:3])
+            raise UnsafeTreeError(
+                f"commit {sha[:12]} is too large: its files add up to {total} bytes, more than "
+                f"the {self.max_tree_bytes} bytes allowed (limits.max_repository_bytes); the "
+                f"largest: {largest}"
+            )
 
     def prune_snapshots(self, keep: set[str]) -> None:
         """Delete old snapshots, keeping the newest few and every sha in ``keep``."""
@@ -220,3 +257,10 @@ class GitSource:
         for old in snapshots[self.keep_snapshots :]:
             if old.name not in keep:
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def _is_dot_git(part: str) -> bool:
+    """``.git`` as git itself refuses it in a path: any case, NTFS trailing dots or spaces, and
+    its 8.3 short name ``git~1``."""
+    lowered = part.lower()
+    return lowered.rstrip(". ") == ".git" or lowered == "git~1"
