@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.text import Text
@@ -34,11 +34,12 @@ from reconciler.report import history as history_model
 from reconciler.report import status as read_model
 from reconciler.report import terminal
 from reconciler.report.terminal import Output
-from reconciler.rollout.reconciler import Reconciler
-from reconciler.service import wiring
 from reconciler.source.refresh import DesiredSnapshot
 from reconciler.states import DriftClass
 from reconciler.support.text import safe
+
+if TYPE_CHECKING:
+    from reconciler.rollout.reconciler import Reconciler
 
 
 @app.command()
@@ -50,6 +51,8 @@ def validate(
 
     Reads within the configuration's limits (file and repository sizes, YAML depth, nodes).
     """
+    from reconciler.service import wiring  # the adapters: when needed
+
     result = wiring.load_repository(path, limits=settings(config).limits)
     for problem in result.problems:
         console.print(Text(safe(str(problem), MESSAGE_LIMIT)))
@@ -84,6 +87,8 @@ def _desired(snapshot: DesiredSnapshot) -> DesiredSnapshot:
 
 
 def _read(config: Path | None) -> tuple[Reconciler, DesiredSnapshot]:
+    from reconciler.service import wiring  # the adapters: when needed
+
     reconciler = wiring.build(source_settings(config), record=False)
     return reconciler, _desired(reconciler.refresh())
 
@@ -147,6 +152,8 @@ def plan(
 @app.command()
 def status(config: ConfigOption = None, output: OutputOption = Output.TABLE) -> None:
     """Per environment: result, hosts in sync, commits, errors; the source; quarantines."""
+    from reconciler.service import wiring  # the adapters: when needed
+
     loaded = settings(config)
     client = discover(loaded)
     if client is not None:
@@ -175,6 +182,8 @@ def history(
     output: OutputOption = Output.TABLE,
 ) -> None:
     """Rollouts, newest first, with their steps (hosts per step) and outcome."""
+    from reconciler.service import wiring  # the adapters: when needed
+
     loaded = settings(config)
     client = discover(loaded)
     if client is not None:

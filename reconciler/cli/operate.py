@@ -12,7 +12,7 @@ import getpass
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -35,15 +35,16 @@ from reconciler.desired import messages
 from reconciler.desired.schema import VERSION_RE
 from reconciler.plan.observed import HostAppState
 from reconciler.report import terminal
-from reconciler.report.client import DaemonClient
 from reconciler.report.progress import ProgressReporter
 from reconciler.report.status import HostApp
 from reconciler.report.terminal import Output
-from reconciler.service import wiring
 from reconciler.service.leadership import AlreadyRunning, StateDirLock
 from reconciler.states import DriftClass, EnvironmentResult, RolloutState
 from reconciler.support import logs
 from reconciler.support.text import safe
+
+if TYPE_CHECKING:
+    from reconciler.report.client import DaemonClient
 
 
 def _sync_through_daemon(client: DaemonClient, env: list[str] | None, timeout: float) -> None:
@@ -79,6 +80,8 @@ def sync(
     holding the state dir's lock. Results ``applied``, ``in_sync``, ``degraded`` (host failures
     within max_failed_hosts), ``deferred`` and ``suspended`` exit 0.
     """
+    from reconciler.service import wiring  # the adapters: when needed
+
     loaded = source_settings(config)
     client = discover(loaded)
     if client is not None:
@@ -141,6 +144,8 @@ def rollback(
     config: ConfigOption = None,
 ) -> None:
     """Commit (and push) the group's previous versions; the daemon then converges to them."""
+    from reconciler.service import wiring  # the adapters: when needed
+
     loaded = source_settings(config)
     reconciler = wiring.build(loaded, record=False)
     snapshot = reconciler.refresh()
@@ -186,6 +191,8 @@ def rollback(
 
 
 def _set_suspended(environment: str, suspended: bool, config: Path | None) -> None:
+    from reconciler.service import wiring  # the adapters: when needed
+
     loaded = settings(config)
     client = discover(loaded)
     if client is not None:
@@ -213,6 +220,7 @@ def run(config: ConfigOption = None) -> None:
 
     Stops on SIGTERM/SIGINT after running playbook steps finish (daemon.shutdown_grace).
     """
+    from reconciler.service import wiring  # the adapters: when needed
     from reconciler.service.daemon import Daemon
 
     configured = settings(config)
@@ -256,6 +264,8 @@ def observe(
     (which goes on as any reconcile would); without one it only looks, here, holding the state
     dir's lock. Exit 0 when nothing drifted (unknown is not drift), 1 when something did.
     """
+    from reconciler.service import wiring  # the adapters: when needed
+
     loaded = source_settings(config)
     client = discover(loaded)
     rows: list[HostAppState] = []

@@ -26,7 +26,6 @@ from reconciler.edges.git.reader import GitSource
 from reconciler.edges.git.writer import WriteBack
 from reconciler.record import StateStore
 from reconciler.record.sqlite import SqliteStateStore
-from reconciler.report import api, client, server
 from reconciler.rollout.observation import Observer
 from reconciler.rollout.ports import Adapters, Reverter
 from reconciler.rollout.reconciler import Reconciler
@@ -166,6 +165,8 @@ def serve(settings: Settings) -> Callable[[Daemon], tuple[str, Callable[[], None
     beyond loopback."""
 
     def start(daemon: Daemon) -> tuple[str, Callable[[], None]]:
+        from reconciler.report import api, client, server  # the HTTP stack: daemons only
+
         config = settings.api
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         connections = resources.api_connection_budget(config.max_connections, soft)
