@@ -10,12 +10,15 @@ schema from ``record.migrations`` and passes the contract suite in ``tests/state
 * ``record.protocols``: the store interface split by role, ``StateStore`` their union, and
   ``StoreError`` (a ``reconciler.errors.PermanentError``).
 * ``record.migrations``: the versioned-migration runner shared by the backends.
+* ``record.events``: ``EventSink``, what the stages emit events through, and ``SilentSink``.
 """
 
+from reconciler.record.events import EventSink, SilentSink
 from reconciler.record.protocols import (
     DeployedVersions,
     EnvironmentFields,
     EnvironmentStates,
+    Events,
     Meta,
     ObservedState,
     Quarantines,
@@ -28,6 +31,7 @@ from reconciler.record.types import (
     DeployedVersion,
     DriftMark,
     EnvironmentStatus,
+    Event,
     ObservedVersion,
     QuarantineRecord,
     RolloutRecord,
@@ -42,6 +46,9 @@ __all__ = [
     "EnvironmentFields",
     "EnvironmentStates",
     "EnvironmentStatus",
+    "Event",
+    "EventSink",
+    "Events",
     "Meta",
     "ObservedState",
     "ObservedVersion",
@@ -51,6 +58,7 @@ __all__ = [
     "RolloutRecord",
     "RunJournal",
     "RunRecord",
+    "SilentSink",
     "StateStore",
     "StepRecord",
     "StoreError",

@@ -19,16 +19,18 @@ Contract (beyond ``record.protocols``):
   transaction (30 s ``timeout`` on other processes' locks); ``sqlite3`` errors come out as
   ``StoreError``; rows are converted explicitly (``record.rows``), states to their enums.
 
-Size: over 400 lines: one short method per store Protocol method (about 40 of them); the row
-conversions live in ``record.rows`` and the schema in ``record.migrations``.
+Size: over 400 lines: one short method per store Protocol method (about 45 of them); the row
+conversions and the event log's queries live in ``record.rows``, the schema in
+``record.migrations``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -40,13 +42,14 @@ from reconciler.record.types import (
     DeployedVersion,
     DriftMark,
     EnvironmentStatus,
+    Event,
     ObservedVersion,
     QuarantineRecord,
     RolloutRecord,
     RunRecord,
     StepRecord,
 )
-from reconciler.states import EnvironmentResult, RolloutState, StepState
+from reconciler.states import EnvironmentResult, EventKind, RolloutState, Severity, StepState
 
 if TYPE_CHECKING:
     from reconciler.record.protocols import StateStore
@@ -432,6 +435,41 @@ class SqliteStateStore:
                     f"DELETE FROM {table} WHERE environment = ? AND host = ?",  # noqa: S608
                     [(environment, host) for host in hosts],
                 )
+
+    # -- the event log
+    def append_event(self, event: Event) -> Event:
+        row = rows.event_row(event)
+        with self._transaction() as db:
+            cursor = db.execute(rows.insert_sql("events", list(row)), tuple(row.values()))
+            return dataclasses.replace(event, id=int(cursor.lastrowid or 0))
+
+    def events(
+        self,
+        *,
+        environment: str | None = None,
+        group: str | None = None,
+        kinds: Collection[EventKind] | None = None,
+        severities: Collection[Severity] | None = None,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int = 100,
+        oldest_first: bool = False,
+    ) -> list[Event]:
+        sql, params = rows.events_sql(
+            environment=environment, group=group, kinds=kinds, severities=severities,
+            after=after, before=before, limit=limit, oldest_first=oldest_first,
+        )  # fmt: skip
+        return self._read(rows.event, sql, params)
+
+    def newest_event_id(self) -> int:
+        return int(self._read(lambda r: r[0] or 0, "SELECT MAX(id) FROM events")[0])
+
+    def prune_events(self, *, keep: int | None = None, older_than: float | None = None) -> int:
+        with self._transaction() as db:
+            gone = db.execute(rows.prune_count_sql(), (keep,)).rowcount if keep is not None else 0
+            if older_than is not None:
+                gone += db.execute(rows.prune_age_sql(), (older_than,)).rowcount
+            return int(gone)
 
     # -- meta
     def get_meta(self, key: str) -> str | None:

@@ -15,8 +15,7 @@ webhooks ``webhooks.max_payload_bytes``), all before a byte of the body is read.
 Bad input is a 4xx with a reason, never a 500: the sync body is parsed by pydantic's bounded
 JSON parser (nesting depth, number size) into ``SyncRequest`` (finite numbers only, unknown
 keys refused), and validation errors are rendered without echoing their input.
-
-The API drives the daemon only through the ``Control`` Protocol below.
+``report.event_routes`` serves the event log. The API drives the daemon only through ``Control``.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the route functions' annotations,
@@ -37,7 +36,8 @@ from reconciler import __version__
 from reconciler.edges import webhooks
 from reconciler.plan.outcomes import EnvironmentOutcome
 from reconciler.record import RolloutRecord, StepRecord
-from reconciler.report import guard
+from reconciler.report import event_routes, guard
+from reconciler.report.events import EventFeed
 from reconciler.report.history import Rollout, rollout_view
 from reconciler.report.metrics import CONTENT_TYPE, Metrics
 from reconciler.report.status import EnvironmentDetail, EnvironmentView, StatusView
@@ -63,6 +63,9 @@ class Control(Protocol):
 
     @property
     def journal(self) -> Journal: ...
+
+    @property
+    def event_feed(self) -> EventFeed: ...
 
     @property
     def alive(self) -> bool: ...
@@ -193,6 +196,10 @@ def create_app(control: Control, settings: Settings) -> FastAPI:
         max_webhook_body=settings.webhooks.max_payload_bytes,
         on_too_large=too_large,
     )
+
+    heartbeat = settings.events.heartbeat
+    events = event_routes.router(lambda: control.event_feed, control.stopping.is_set, heartbeat)
+    app.include_router(events)
 
     @app.exception_handler(guard.BodyTooLarge)
     async def body_too_large(_request: Request, exc: guard.BodyTooLarge) -> JSONResponse:

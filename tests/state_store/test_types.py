@@ -16,6 +16,7 @@ from reconciler.states import EnvironmentResult, Phase, RolloutState, StepState
 RECORD_DIR = Path(record.__file__).parent
 
 FIELDS = {
+    record.Event: "id at kind severity summary environment group rollout_id commit details",
     record.DeployedVersion: "environment host app version group commit rollout_id deployed_at",
     record.RunRecord: "id environment commit started_at finished_at result summary",
     record.RolloutRecord: (
@@ -71,7 +72,8 @@ def test_the_package_exports_types_protocols_and_the_error():
         "DeployedVersion", "RunRecord", "RolloutRecord", "StepRecord", "QuarantineRecord",
         "EnvironmentStatus", "DeployedVersions", "RunJournal", "RolloutJournal",
         "EnvironmentStates", "EnvironmentFields", "Quarantines", "Meta", "StateStore",
-        "StoreError", "ObservedVersion", "DriftMark", "ObservedState",
+        "StoreError", "ObservedVersion", "DriftMark", "ObservedState", "Event", "Events",
+        "EventSink", "SilentSink",
     }  # fmt: skip
     assert set(record.__all__) == expected
     assert all(hasattr(record, name) for name in expected)
@@ -81,6 +83,7 @@ def test_state_store_is_the_union_of_the_roles():
     roles = (
         record.DeployedVersions, record.RunJournal, record.RolloutJournal,
         record.EnvironmentStates, record.Quarantines, record.ObservedState, record.Meta,
+        record.Events,
     )  # fmt: skip
     assert set(record.StateStore.__mro__) >= set(roles)
     methods = {n for role in roles for n in vars(role) if not n.startswith("_")}
