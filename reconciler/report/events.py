@@ -6,7 +6,8 @@ Contract:
   appends the event to the store (its id comes from there; a failing store is logged and the
   event still goes to the subscribers, without an id) and offers it to every subscription's
   bounded queue without blocking. Ids therefore reach every subscriber in increasing order.
-  The summary is made one redacted, terminal-safe line; details are made plain JSON.
+  The summary is made one redacted, terminal-safe line; details are made plain JSON, every
+  text in them redacted.
 * Retention: every ``prune_every`` appends (and at ``prune()``) the store drops the events
   beyond the newest ``keep`` and those older than ``max_age`` seconds: a cost proportional to
   what is deleted, paid once per ``prune_every`` appends, never a scan of the log per append.
@@ -101,11 +102,23 @@ class EventFeed(Protocol):
     ) -> AsyncSubscription: ...
 
 
+def _redacted(value: Any) -> Any:
+    """Every text in ``value`` (plain JSON) with its credentials masked."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    return value
+
+
 def _plain(details: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``details`` as plain JSON values (anything else as its text)."""
+    """``details`` as plain JSON values (anything else as its text), credentials masked (a
+    gate's URL, a Git error may carry them)."""
     if not details:
         return {}
-    value = json.loads(json.dumps(dict(details), default=str))
+    value = _redacted(json.loads(json.dumps(dict(details), default=str)))
     return value if isinstance(value, dict) else {}
 
 

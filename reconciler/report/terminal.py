@@ -384,7 +384,7 @@ def plan(
 def event(console: Console, view: EventView, output: Output) -> None:
     """One event: a line (``table``), with its details (``wide``), or a JSON line (``json``)."""
     if output is Output.JSON:
-        console.print(view.model_dump_json(), highlight=False, soft_wrap=True)
+        console.print(Text(view.model_dump_json()), soft_wrap=True)
         return
     console.print(
         Text(f"{when(view.at)}  ")

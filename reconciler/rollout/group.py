@@ -171,10 +171,12 @@ class GroupRollout:
 
     def _forward(self, plan: GroupPlan) -> GroupOutcome:
         apps = dict(self.group.apps)
-        self._deploy_steps = len(plan.steps)
+        # "step k/n": k counts every canary step (those with nothing to do are not run), so n
+        # is the canary's length, not the number of steps run ("3/2" otherwise).
+        self._deploy_steps = max([len(self.group.rollout.canary), *(s.index for s in plan.steps)])
         for step in plan.steps:
             self._check_stop()
-            result = self.steps.play(Phase.DEPLOY, step, len(plan.steps), apps)
+            result = self.steps.play(Phase.DEPLOY, step, self._deploy_steps, apps)
             if result.outcome is RunOutcome.CANCELED:
                 return self._aborted(step)
             statuses = {h: r.status for h, r in result.hosts.items()}
