@@ -32,6 +32,7 @@ Contract
   (from the adapter's ``host_key_checking``) and ``RECONCILER_RUN_IDENT=<ident>``. Values are
   never logged, and after the run the copy ansible-runner stores in
   ``artifacts/<ident>/command`` has every value redacted except the settings above.
+  Facts are cached in memory only (Ansible's jsonfile cache writes world-readable files).
 * Timeout and cancellation are enforced here, polled every ``poll_interval_s``: the whole
   process tree of the run is killed (:func:`reconciler.edges.ansible.process_tree.kill_run`) before
   ansible-runner is told to stop. Hosts that had not finished are FAILED (some task ran) or
@@ -264,6 +265,9 @@ class PlaybookRunner:
                 envvars=dict(env_known),
                 settings=dict(settings),
                 suppress_env_files=True,
+                # Ansible's jsonfile fact cache chmods its files 0644 whatever the umask; a run
+                # is one process, so facts in memory lose nothing.
+                fact_cache_type="memory",
                 quiet=True,
                 event_handler=state.event_handler,
                 cancel_callback=state.cancel_callback,
