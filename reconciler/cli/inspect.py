@@ -19,6 +19,7 @@ from reconciler.cli.app import (
     ConfigOption,
     EnvOption,
     OutputOption,
+    _state,
     app,
     console,
     errors,
@@ -40,9 +41,16 @@ from reconciler.source.refresh import DesiredSnapshot
 @app.command()
 def validate(
     path: Annotated[Path, typer.Argument(help="Desired-state repository (work tree).")] = Path("."),
+    config: ConfigOption = None,
 ) -> None:
-    """Validate a desired-state repository; print file:line: message for every problem."""
-    result = wiring.load_repository(path)
+    """Validate a desired-state repository; print file:line: message for every problem.
+
+    Nothing from the repository runs: inventories are parsed in a bounded child process with
+    the static plugins only. With a configuration (--config), its vault password files,
+    dynamic-inventory opt-ins and inventory cache apply too.
+    """
+    loaded = settings(config) if config or _state.config else None
+    result = wiring.load_repository(path, settings=loaded)
     for problem in result.problems:
         console.print(Text(str(problem)))
     if result.state is None:
