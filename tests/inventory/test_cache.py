@@ -38,6 +38,7 @@ def entries(cache_dir: Path) -> list[Path]:
 
 
 def test_an_unchanged_inventory_starts_no_child_in_any_process(tmp_path, children):
+    (tmp_path / "state").mkdir()
     cache = tmp_path / "state" / "inventory-cache"
     files = {"inventories/prod.ini": INI, "inventories/group_vars/web.yml": "ansible_host: h\n"}
     first = load(inventory.InventoryParser(cache_dir=cache), snapshot(tmp_path, "c1", files))
@@ -104,6 +105,7 @@ def test_corrupt_or_foreign_cache_files_are_ignored(tmp_path, children):
 
 
 def test_cache_files_are_private_atomic_and_bounded(tmp_path):
+    (tmp_path / "state").mkdir()
     cache = tmp_path / "state" / "inventory-cache"
     parser = inventory.InventoryParser(cache_dir=cache)
     parser.cache = DiskCache(cache, keep=2)
@@ -121,6 +123,10 @@ def test_an_unwritable_cache_dir_only_costs_time(tmp_path):
     blocker.write_text("a file where the state dir should be")
     parser = inventory.InventoryParser(cache_dir=blocker / "inventory-cache")
     assert load(parser, snapshot(tmp_path, "c1", {"inventories/prod.ini": INI})).groups["web"]
+    missing = tmp_path / "no-state-dir-yet"
+    parser = inventory.InventoryParser(cache_dir=missing / "inventory-cache")
+    assert load(parser, snapshot(tmp_path, "c2", {"inventories/prod.ini": INI})).groups["web"]
+    assert not missing.exists(), "the state dir is the daemon's to create, with its mode"
 
 
 def test_cli_reads_share_the_cache_across_processes(tmp_path):

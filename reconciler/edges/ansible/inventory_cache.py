@@ -4,10 +4,10 @@ Contract:
 
 * ``DiskCache(directory, keep=32)``: ``put(key, document)`` writes ``<key>.json`` atomically
   (a temporary file in the same directory, fsync, rename) with mode 0600, in a directory
-  created 0700, then keeps only the ``keep`` most recently used entries (by mtime; ``get``
-  touches the file it returns) and removes temporary files older than an hour. Failing to
-  write (a read-only state dir, another user's CLI) is logged and ignored: the cache only
-  saves time.
+  created 0700 (its parent, the state dir, must exist: it is not created here), then keeps
+  only the ``keep`` most recently used entries (by mtime; ``get`` touches the file it
+  returns) and removes temporary files older than an hour. Failing to write (no state dir
+  yet, a read-only one, another user's CLI) is logged and ignored: the cache only saves time.
 * ``get(key)`` returns the ``Inventory`` stored for ``key``, or None when there is none or it
   cannot be trusted: larger than ``max_bytes``, not JSON, another format, another key, or a
   shape ``inventory_data.decode`` refuses. Such a file is ignored (the caller parses again
@@ -88,7 +88,7 @@ class DiskCache:
             "inventory": {"groups": document["groups"], "hosts": document["hosts"]},
         }
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.directory.mkdir(mode=0o700, exist_ok=True)  # never the state dir itself
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self.directory)
             try:
                 os.fchmod(fd, 0o600)

@@ -3,8 +3,9 @@
 Run only by ``edges.ansible.inventory_process`` as
 ``python -I -m reconciler.edges.ansible.inventory_worker`` with a JSON request on stdin, in a
 private working directory and an environment the parent built (``ANSIBLE_INVENTORY_ENABLED``:
-the plugins allowed, ``ANSIBLE_CONFIG``: an empty file...). Nobody imports this module: it
-imports only the standard library, PyYAML and Ansible, so the parent's secrets never reach it.
+the plugins allowed, ``ANSIBLE_CONFIG``: an empty file...): none of the daemon's memory (its
+secrets) is in this process. Nobody imports this module (import-linter forbids it); it imports
+only the standard library, PyYAML and Ansible (and this package's light ``__init__``).
 
 Contract:
 
@@ -13,9 +14,11 @@ Contract:
   constructed) and rejected when their aliases expand to too many nodes (an alias bomb) or
   they nest too deep; vault-encrypted files are not looked into here.
 * Variables are read, never templated. Vault: secrets are read by Ansible from the password
-  files named in the request (a file name, never the secret, crosses the process boundary); a
-  value is decrypted only when it is ``ansible_host`` or ``deploy_app_ports``. Without a secret,
-  vault-encrypted vars files are skipped and vaulted values are treated as absent.
+  files named in the request (a file name, never the secret, crosses the process boundary).
+  A vault-encrypted vars file is decrypted as Ansible reads it; an inline ``!vault`` value only
+  when it is ``ansible_host`` or ``deploy_app_ports``. Errors located in a decrypted file are
+  withheld (only file and line are told). Without a secret, vault-encrypted vars files are
+  skipped and vaulted values are treated as absent.
 * Output, on the original stdout (Ansible's own printing goes to stderr), one JSON document:
   ``{"format": 1, "groups": {group: [host...]}, "hosts": {host: {"address": str, "ports":
   {app: int}}}, "vaulted": bool}`` (``vaulted``: a value above came from a vault, or a vaulted
@@ -347,12 +350,15 @@ def parse(request: Mapping[str, Any]) -> dict[str, Any]:
 
 def main() -> int:
     request = json.loads(sys.stdin.buffer.read(64 << 20))
-    limit = int(request["memory_bytes"])
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # whatever Ansible prints goes to stderr; stdout carries only the result
     try:
+        limit = int(request["memory_bytes"])
+        try:  # prlimit64 (glibc's setrlimit) is in systemd's @system-service filter
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        except OSError as exc:  # fail closed: no parse without the bound
+            raise Rejected(f"cannot limit the parser's memory: {exc}") from None
         document = parse(request)
         code = 0
     except Rejected as exc:
