@@ -31,7 +31,7 @@ test: $(BIN)/reconciler
 
 lint: $(BIN)/reconciler
 	$(BIN)/ruff check reconciler tests bench
-	$(BIN)/ansible-lint --profile production playbooks/deploy-app.yml roles/deploy_app
+	$(BIN)/ansible-lint --profile production playbooks/deploy-app.yml playbooks/reconciler-observe.yml roles/deploy_app
 
 # Regenerate requirements.lock from pyproject.toml (dependencies + the `test` extra), with hashes.
 # Existing pins are kept unless pyproject.toml excludes them; LOCKFLAGS=--upgrade refreshes all.

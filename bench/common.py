@@ -6,6 +6,7 @@ import functools
 import os
 import resource
 import subprocess
+import threading
 import time
 import types
 from collections import defaultdict
@@ -58,35 +59,51 @@ def cpu_seconds() -> float:
 
 
 class Stopwatch:
-    """Exclusive time per label of wrapped callables (nested calls are not counted twice)."""
+    """Exclusive time and calls per label of wrapped callables (nested calls are not counted
+    twice). Each thread keeps its own nesting, so calls made in the rollout's group threads are
+    timed like those of the calling thread."""
 
     def __init__(self) -> None:
         self.totals: dict[str, float] = defaultdict(float)
-        self._children: list[float] = []
+        self.counts: dict[str, int] = defaultdict(int)
+        self._lock = threading.Lock()
+        self._local = threading.local()
 
     def reset(self) -> None:
-        self.totals.clear()
+        with self._lock:
+            self.totals.clear()
+            self.counts.clear()
+
+    def _stack(self) -> list[float]:
+        stack: list[float] | None = getattr(self._local, "stack", None)
+        if stack is None:
+            stack = self._local.stack = []
+        return stack
 
     def wrap(self, label: str, func: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(func)
         def timed(*args: Any, **kwargs: Any) -> Any:
+            children = self._stack()
             start = time.perf_counter()
-            self._children.append(0.0)
+            children.append(0.0)
             try:
                 return func(*args, **kwargs)
             finally:
                 elapsed = time.perf_counter() - start
-                self.totals[label] += elapsed - self._children.pop()
-                if self._children:
-                    self._children[-1] += elapsed
+                exclusive = elapsed - children.pop()
+                if children:
+                    children[-1] += elapsed
+                with self._lock:
+                    self.totals[label] += exclusive
+                    self.counts[label] += 1
 
         return timed
 
     @contextmanager
     def instrument(self, targets: Iterable[tuple[object, str, str]]) -> Iterator[list[str]]:
-        """Wrap each ``(object or module, attribute, label)`` for the duration (instance
-        attributes are dropped afterwards, module functions put back); yields the attributes
-        that were not found."""
+        """Wrap each ``(object or module, attribute, label)`` for the duration (module functions
+        and instance attributes are put back, wrapped methods dropped so the class's shows
+        again); yields the attributes that were not found."""
         restore: list[Callable[[], None]] = []
         missing: list[str] = []
         for target, name, label in targets:
@@ -94,10 +111,11 @@ class Stopwatch:
             if original is None:
                 missing.append(name)
                 continue
+            own = isinstance(target, types.ModuleType) or name in getattr(target, "__dict__", {})
             setattr(target, name, self.wrap(label, original))
-            if isinstance(target, types.ModuleType):
+            if own:  # a module function or an attribute of the instance itself: put it back
                 restore.append(functools.partial(setattr, target, name, original))
-            else:  # an instance: drop the instance attribute, the class method shows again
+            else:  # a method: drop the instance attribute, the class method shows again
                 restore.append(functools.partial(delattr, target, name))
         try:
             yield missing

@@ -2,7 +2,8 @@
 
 * ``webhook``: a real ``reconciler run`` subprocess on a free port, a bare remote, a local fleet
   of 4 hosts. Each repetition pushes a version bump, sends a signed GitHub push webhook and
-  polls the state store (read-only) for the first journalled step of that commit; the latency
+  polls the state store (``wiring.open_store(read_only=True)``, opened once the daemon has
+  converged the fleet) for the first journalled step of that commit; the latency
   is ``step.started_at - sent``. The hosts then converge before the next repetition.
 * ``daemon_rss``: an in-process ``Daemon`` (no HTTP server) driving idle cycles through its own
   source loop (``_cycle``: fetch, validate, dispatch, reconcile in the environment pool) plus a
@@ -22,9 +23,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.common import wait_until
+from bench.common import DesiredRepo, wait_until
 from bench.registry import DERIVED, Context, Row, register
-from reconciler.record.sqlite import SqliteStateStore
+from reconciler.record import StateStore
+from reconciler.service import wiring
+from reconciler.settings import Settings
 from reconciler.testing.fleet import LocalFleet, free_port, served_version, write_inventory
 
 SECRET = "bench-webhook-secret"  # noqa: S105 - a throwaway test secret
@@ -58,7 +61,7 @@ def _post_webhook(url: str) -> None:
             raise RuntimeError(f"webhook answered {response.status}")
 
 
-def _first_step(store: SqliteStateStore, commit: str) -> float | None:
+def _first_step(store: StateStore, commit: str) -> float | None:
     for rollout in store.rollouts("prod", limit=20):
         if rollout.commit == commit:
             steps = store.steps(rollout.id)
@@ -69,8 +72,6 @@ def _first_step(store: SqliteStateStore, commit: str) -> float | None:
 
 @register("webhook", "webhook -> first playbook step journalled, real daemon subprocess")
 def webhook(ctx: Context) -> list[Row]:
-    from bench.common import DesiredRepo
-
     base = ctx.workdir / "webhook"
     fleet = LocalFleet(base / "fleet").create()
     os.environ.update(fleet.environ())
@@ -106,13 +107,15 @@ def webhook(ctx: Context) -> list[Row]:
         env={**os.environ},
     )
     samples: list[float] = []
+    store: StateStore | None = None
     try:
-        store = SqliteStateStore(base / "state" / "state.db")
 
         def served(version: str) -> bool:
             return all(served_version(ports[h]["shop"]) == version for h in hosts)
 
         wait_until(lambda: served(versions[0]), 180, "the initial convergence", 0.2)
+        # Read-only, as `reconciler status` reads it: the daemon has created it by now.
+        store = wiring.open_store(Settings.load(config), read_only=True)
         for rep in range(ctx.reps(5, 3)):
             version = versions[(rep + 1) % 2]
             repo.write("environments/prod.yaml", ENV.format(version=version))
@@ -124,6 +127,8 @@ def webhook(ctx: Context) -> list[Row]:
             wait_until(lambda v=version: served(v), 180, "convergence", 0.1)
             time.sleep(1.0)  # let the rollout finish its bookkeeping
     finally:
+        if store is not None:
+            store.close()
         daemon.terminate()
         daemon.wait(timeout=120)
         log.close()

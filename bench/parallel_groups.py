@@ -4,7 +4,7 @@ A ``LocalFleet`` (``ansible_connection=local``) of 20 hosts (quick: 8) runs the 
 ``deploy-app.yml`` for app ``shop``, each host gated on its ``/healthz`` (HTTP, expecting the
 version; interval 0.2 s), canary ``[100]``, so every group is one playbook run plus its gates
 (and, in the second case, a bake of 10 s and the gates again). Three layouts of the same hosts,
-each with its own bare remote and in-process reconciler (``components.build``):
+each with its own bare remote and in-process reconciler (``wiring.build``):
 
 * ``one``: group ``web`` of all 20 hosts (``execution.parallel_groups: 4``, unused);
 * ``four``: groups ``g1``..``g4`` of 5 hosts, no ``after``, ``parallel_groups: 4``;
@@ -31,8 +31,8 @@ from pathlib import Path
 
 from bench.common import DesiredRepo, cpu_seconds
 from bench.registry import DERIVED, Context, Row, register
-from reconciler.rollout import reconciler as reconcile
-from reconciler.service import wiring as components
+from reconciler.rollout.reconciler import Reconciler
+from reconciler.service import wiring
 from reconciler.settings import Settings
 from reconciler.testing.fleet import LocalFleet, free_port, served_version, write_inventory
 
@@ -71,7 +71,7 @@ class Layout:
     name: str
     groups: dict[str, list[str]]
     repo: DesiredRepo
-    reconciler: reconcile.Reconciler
+    reconciler: Reconciler
 
 
 def layouts(
@@ -96,7 +96,7 @@ def layouts(
                 "extra_envvars": fleet.environ(),
             },
         )
-        out.append(Layout(name, shapes[name], repo, components.build(settings)))
+        out.append(Layout(name, shapes[name], repo, wiring.build(settings)))
     return out
 
 
@@ -193,6 +193,6 @@ def run(ctx: Context) -> list[Row]:
             raise RuntimeError(f"hosts not serving {last}: {wrong}")
     finally:
         for layout in setups:
-            layout.reconciler.store.close()  # type: ignore[attr-defined]
+            layout.reconciler.store.close()
         fleet.stop()
     return rows

@@ -1,14 +1,16 @@
 """Plan and diff at scale: 10,000 hosts x 20 apps, ~10% of the hosts drifted.
 
-The desired state is resolved for real (``validation.load_repository`` with Ansible's inventory
-parse) from a repository of 5 groups x 2,000 hosts, each group declaring the same 20 apps. The
-recorded state has every (host, app) pair, except that 10% of the hosts (seeded choice) drift on
-2 apps each: one recorded at an older version, one never recorded (2,000 drift rows).
+The desired state is resolved for real (``wiring.load_repository``: validation with Ansible's
+inventory parse) from a repository of 5 groups x 2,000 hosts, each group declaring the same 20
+apps. The recorded state has every (host, app) pair, except that 10% of the hosts (seeded
+choice) drift on 2 apps each: one recorded at an older version, one never recorded (2,000 drift
+rows).
 
-Timed: ``planning.plan_environment`` and ``planning.drift`` (pure, in-process), the SQLite read
-``reconcile.recorded_versions`` of the 198,000 recorded rows, and the CLI: ``reconciler diff`` in
-a new process (start-up, fetch, validation, store read, drift, a 2,000-row table) against a real
-bare remote, next to ``reconciler --help`` (start-up alone). Memory: tracemalloc peak of each
+Timed: ``canary.plan_environment`` and ``canary.drift`` (pure, in-process), the store read
+``recorded_versions`` (what a reconcile reads first) of the 199,000 recorded rows from the
+SQLite store of ``wiring.open_store``, and the CLI: ``reconciler diff`` in a new process
+(start-up, fetch, validation, store read, drift, a 2,000-row table) against a real bare remote,
+next to ``reconciler --help`` (start-up alone). Memory: tracemalloc peak of each
 in-process call (a separate call, tracemalloc slows it), max RSS of the CLI process. The CLI
 rows are left out of ``--quick`` (each ``diff`` re-parses the 10,000-host inventory).
 """
@@ -30,12 +32,10 @@ from ruamel.yaml import YAML
 
 from bench.common import DesiredRepo, split_hosts
 from bench.registry import SINGLE, Context, Row, register
-from reconciler.edges.git import reader as git_source
-from reconciler.plan import canary as planning
+from reconciler.plan import canary
 from reconciler.record import DeployedVersion
-from reconciler.record.sqlite import SqliteStateStore
-from reconciler.rollout import reconciler as reconcile
 from reconciler.service import wiring
+from reconciler.settings import Settings
 
 HOSTS, APPS, DRIFT_SHARE = 10_000, 20, 0.10
 GROUPS = ("web", "api", "worker", "cache", "batch")
@@ -120,7 +120,7 @@ def run(ctx: Context) -> list[Row]:
         raise RuntimeError(f"invalid desired state: {loaded.problems[:3]}")
     environment = loaded.state.environments["prod"]
     recorded, expected = recorded_state(environment)
-    if len(planning.drift(environment, recorded)) != expected:
+    if len(canary.drift(environment, recorded)) != expected:
         raise RuntimeError("drift rows differ from the drift set up")
 
     reps = ctx.reps(7, 3)
@@ -138,13 +138,14 @@ def run(ctx: Context) -> list[Row]:
     calls: list[tuple[str, str, Callable[[], Any]]] = [
         (
             "plan",
-            "planning.plan_environment",
-            lambda: planning.plan_environment(environment, recorded),
+            "canary.plan_environment",
+            lambda: canary.plan_environment(environment, recorded),
         ),
-        ("drift", "planning.drift", lambda: planning.drift(environment, recorded)),
+        ("drift", "canary.drift", lambda: canary.drift(environment, recorded)),
     ]
 
-    store = SqliteStateStore(ctx.workdir / "state" / "state.db")
+    settings = Settings(state_dir=ctx.workdir / "state", source={"url": repo.url})
+    store = wiring.open_store(settings)
     now = time.time()
     store.record_deployed(
         [
@@ -156,7 +157,7 @@ def run(ctx: Context) -> list[Row]:
         (
             "recorded",
             f"store read: recorded_versions ({len(recorded):,} rows)",
-            lambda: reconcile.recorded_versions(store, "prod"),
+            lambda: store.recorded_versions("prod"),
         )
     )
     for key, label, call in calls:
@@ -175,16 +176,17 @@ def run(ctx: Context) -> list[Row]:
         )
     store.close()
     if not ctx.quick:
-        rows += cli_rows(ctx, repo, expected)
+        rows += cli_rows(ctx, settings, expected)
     return rows
 
 
-def cli_rows(ctx: Context, repo: DesiredRepo, expected: int) -> list[Row]:
+def cli_rows(ctx: Context, settings: Settings, expected: int) -> list[Row]:
     """``reconciler diff`` (drift expected: exit 1) and ``reconciler --help`` in new processes."""
-    state_dir = ctx.workdir / "state"
     config = ctx.workdir / "reconciler.yaml"
-    YAML().dump({"state_dir": str(state_dir), "source": {"url": repo.url}}, config)
-    source = git_source.GitSource(repo.url, "main", state_dir / "source")
+    YAML().dump(
+        {"state_dir": str(settings.state_dir), "source": {"url": settings.source.url}}, config
+    )
+    source = wiring.git_source(settings)
     source.snapshot(source.fetch().sha)  # clone once, as a running installation would have
     out = ctx.workdir / "cli.out"
     walls, rss = [], []

@@ -10,19 +10,24 @@ every 20 ms), then prints the figures. Usage: ``.venv/bin/python bench/rollback_
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.common import git
 from bench.registry import Context, Row, register
-from reconciler.rollout import group as rollout
-from reconciler.service import wiring as components
+from reconciler.edges.gates import GateResult
+from reconciler.plan.canary import Step
+from reconciler.rollout.ports import SilentReporter
+from reconciler.service import wiring
 from reconciler.settings import Settings
+from reconciler.states import GateCheckpoint, Phase
 from reconciler.support import logs
 from reconciler.testing.fleet import LocalFleet, free_port, write_inventory
 
@@ -44,12 +49,23 @@ groups:
 """
 
 
-class GateClock(rollout.SilentReporter):
+class GateClock(SilentReporter):
+    """Notes when the first failing gate result of a deploy step arrives."""
+
     def __init__(self) -> None:
         self.failed_at: float | None = None
 
-    def gates_finished(self, environment, group, phase, step, results) -> None:  # type: ignore[no-untyped-def]
-        if phase == "deploy" and not all(r.passed for r in results) and self.failed_at is None:
+    def gates_finished(
+        self,
+        environment: str,
+        group: str,
+        phase: Phase,
+        step: Step,
+        checkpoint: GateCheckpoint,
+        results: Sequence[GateResult],
+    ) -> None:
+        failed = not all(r.passed for r in results)
+        if phase is Phase.DEPLOY and failed and self.failed_at is None:
             self.failed_at = time.monotonic()
 
 
@@ -71,15 +87,17 @@ def once(base: Path) -> tuple[float, int]:
     git(work, "commit", "-qm", "initial")
     git(work, "push", "-q", str(bare), "HEAD:main")
     settings = Settings(state_dir=base / "state", source={"url": str(bare)})
-    reconciler = components.build(settings)
+    reconciler = wiring.build(settings)
     try:
-        reconciler.reconcile_once()
+        first = reconciler.reconcile_once()
+        if [e.result for e in first.environments] != ["applied"]:
+            raise RuntimeError(f"the initial deploy did not apply: {first.environments}")
         (work / "environments" / "prod.yaml").write_text(ENV.format(version="1.1.0"))
         git(work, "commit", "-qam", "bad bump")
         git(work, "push", "-q", str(bare), "HEAD:main")
         bad = git(bare, "rev-parse", "main")
         clock = GateClock()
-        reconciler.reporter = clock
+        reconciler.adapters = dataclasses.replace(reconciler.adapters, reporter=clock)
         seen: list[float] = []
 
         def watch() -> None:
@@ -96,6 +114,7 @@ def once(base: Path) -> tuple[float, int]:
         assert clock.failed_at is not None and seen, "no gate failure or no revert commit"
         return seen[0] - clock.failed_at, radius
     finally:
+        reconciler.store.close()
         fleet.stop()
 
 

@@ -6,9 +6,11 @@ runs the shipped ``deploy-app.yml`` for app ``shop``, each host gated on its ``/
 
 * ``ssh_rollout``: a reconciler rollout in canary steps ``[10, 50, 100]`` (2, 8 and 10 hosts):
   commit + push a version bump (untimed), then ``Reconciler.reconcile_once()`` in-process (built
-  with ``components.build``), timed whole: fetch, validation, plan, 3 steps through
-  ansible-runner, the gates, the store. Against it, the same rollout by hand: for each batch of
-  the same hosts in the same cohort order (``planning.cohort``), ``ansible-playbook --limit
+  with ``wiring.build``), timed whole: fetch, validation, plan, 3 steps through
+  ansible-runner, the gates, the store; broken down by wrapping the source stage's ``refresh``
+  and the ``runner`` and ``checker`` of its ``adapters``. Against it, the same rollout by hand:
+  for each batch of the same hosts in the same cohort order (``canary.cohort``),
+  ``ansible-playbook --limit
   <batch>`` with the same inventory, playbook, roles, extra vars (``-e @file``, unsafe-tagged as
   the reconciler writes them) and envvars (pipelining, ControlPersist, forks, host key
   checking), then the same gates through ``HealthChecker.evaluate``. Repetitions alternate
@@ -39,9 +41,9 @@ from reconciler.desired.model import GroupDesired
 from reconciler.edges.ansible.extravars import dump_unsafe_yaml
 from reconciler.edges.gates import GateTarget
 from reconciler.edges.gates.checker import HealthChecker
-from reconciler.plan import canary as planning
-from reconciler.rollout import reconciler as reconcile
-from reconciler.service import wiring as components
+from reconciler.plan import canary
+from reconciler.rollout.reconciler import Reconciler
+from reconciler.service import wiring
 from reconciler.settings import Settings
 from reconciler.testing.fleet import served_version
 from reconciler.testing.ssh_fleet import SshFleet, find_sshd
@@ -88,7 +90,7 @@ class Rig:
     workdir: Path
     fleet: SshFleet
     repo: DesiredRepo
-    reconciler: reconcile.Reconciler
+    reconciler: Reconciler
     group: GroupDesired
     batches: tuple[tuple[str, ...], ...]
     checker: HealthChecker = field(default_factory=HealthChecker)
@@ -118,7 +120,7 @@ def rig(ctx: Context, hosts: int) -> Iterator[Rig]:
     names = [f"web-{i:02d}" for i in range(1, hosts + 1)]
     base = ctx.workdir / "ssh"
     fleet = SshFleet(base / "fleet", hosts, first_address=FIRST_ADDRESS, names=names)
-    reconciler: reconcile.Reconciler | None = None
+    reconciler: Reconciler | None = None
     with fleet:
         try:
             repo = DesiredRepo(base / "git")
@@ -129,19 +131,19 @@ def rig(ctx: Context, hosts: int) -> Iterator[Rig]:
             if loaded.state is None:
                 raise RuntimeError(f"invalid desired state: {[str(p) for p in loaded.problems]}")
             group = loaded.state.environments[ENVIRONMENT].groups[GROUP]
-            cohort = planning.cohort(ENVIRONMENT, GROUP, names)
-            counts = (0, *planning.step_counts(CANARY, len(cohort)))
+            cohort = canary.cohort(ENVIRONMENT, GROUP, names)
+            counts = (0, *canary.step_counts(CANARY, len(cohort)))
             batches = tuple(cohort[a:b] for a, b in itertools.pairwise(counts) if b > a)
             settings = Settings(
                 state_dir=base / "state",
                 source={"url": repo.url},
                 execution={"forks": FORKS, "extra_envvars": fleet.ansible_envvars()},
             )
-            reconciler = components.build(settings)
+            reconciler = wiring.build(settings)
             yield Rig(base, fleet, repo, reconciler, group, batches)
         finally:
             if reconciler is not None:
-                reconciler.store.close()  # type: ignore[attr-defined]
+                reconciler.store.close()
             fleet.stop()
             left = fleet.leftovers()
             if left:
@@ -156,11 +158,13 @@ def reconciler_rollout(rig: Rig) -> dict[str, float]:
     rig.fleet.drop_connections()
     reconciler, watch = rig.reconciler, Stopwatch()
     targets = [
-        (reconciler, "refresh", "refresh"),
-        (reconciler.runner, "run", "playbook"),
-        (reconciler.checker, "evaluate", "gates"),
+        (reconciler.source, "refresh", "refresh"),
+        (reconciler.adapters.runner, "run", "playbook"),
+        (reconciler.adapters.checker, "evaluate", "gates"),
     ]
-    with watch.instrument(targets):
+    with watch.instrument(targets) as missing:
+        if missing:
+            raise RuntimeError(f"ssh_rollout: cannot time {', '.join(missing)}")
         cpu, start = cpu_seconds(), time.perf_counter()
         result = reconciler.reconcile_once()
         wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu

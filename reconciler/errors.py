@@ -5,7 +5,7 @@ boundary, so callers decide on the class, never on a message::
 
     ReconcilerError
     ├── PermanentError          stalled: retrying cannot help until something changes
-    │   ├── edges.git.UnsafeTreeError         a commit's tree escapes the repository
+    │   ├── edges.git.UnsafeTreeError         a commit's tree is unusable (escapes, .git, size)
     │   ├── edges.ansible.InventoryError      an inventory cannot be parsed
     │   └── record.StoreError                 unknown schema, corrupt database
     └── TemporaryError          transient: retry after ``delay`` seconds (None: caller's backoff)

@@ -45,6 +45,22 @@ class SourceSettings(_Section):
     )
     author_name: str = Field(default="reconciler", description="Author of revert commits.")
     author_email: str = Field(default="reconciler@localhost", description="Their email.")
+    username: str | None = Field(
+        default=None,
+        description="HTTP(S) user name sent with password_file (default: the URL's, else 'git').",
+    )
+    password_file: Path | None = Field(
+        default=None,
+        description="File holding the HTTP(S) password or access token of the remote; git "
+        "reads it through a credential helper at run time (never argv, env or .git/config).",
+    )
+    ssh_key_file: Path | None = Field(
+        default=None, description="SSH deploy key for an ssh:// or scp-like remote."
+    )
+    known_hosts_file: Path | None = Field(
+        default=None,
+        description="known_hosts for the remote's SSH host key (default: ssh's own files).",
+    )
 
 
 class ExecutionSettings(_Section):
@@ -95,6 +111,32 @@ class ApiSettings(_Section):
     url: str | None = Field(
         default=None, description="Where the CLI reaches the daemon (default: listen:port)."
     )
+    read_token_file: Path | None = Field(
+        default=None,
+        description="When set, reads (API, /metrics, OpenAPI) need this bearer token or the "
+        "api.token_file one; /healthz and /readyz stay open. Recommended beyond loopback.",
+    )
+    max_body_bytes: int = Field(
+        default=65_536,
+        ge=1024,
+        description="Largest request body of the API (webhooks: "
+        "webhooks.max_payload_bytes); larger: 413, refused before it is read.",
+    )
+    max_connections: int = Field(
+        default=512,
+        ge=8,
+        le=60_000,
+        description="Open API connections at most; beyond, the oldest idle one is closed "
+        "(or the new one refused) so the daemon never runs out of file descriptors.",
+    )
+    read_timeout: Duration = Field(
+        default=10.0,
+        gt=0,
+        description="A request's headers and body must arrive within this; else closed.",
+    )
+    keep_alive: Duration = Field(
+        default=5.0, gt=0, description="An idle keep-alive connection is closed after this."
+    )
 
     @property
     def client_url(self) -> str:
@@ -126,6 +168,40 @@ class DaemonSettings(_Section):
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
 
 
+class ObservationSettings(_Section):
+    interval: Duration = Field(
+        default=600.0,
+        description="Look at what every host runs this often (0: only after rollout steps).",
+    )
+    jitter: float = Field(
+        default=0.1, ge=0, le=1, description="Share of interval added, fixed per environment."
+    )
+    forks: int = Field(default=50, ge=1, le=500, description="Ansible forks of an observation.")
+
+
+class LimitsSettings(_Section):
+    """Bounds on what a commit of the desired-state repository may make reconciler read."""
+
+    max_file_bytes: int = Field(
+        default=2_097_152,
+        ge=1024,
+        description="Largest environment file, inventory file or repository playbook (bytes).",
+    )
+    max_repository_bytes: int = Field(
+        default=134_217_728,
+        ge=65_536,
+        description="Largest commit: the sum of the sizes of all its files (bytes).",
+    )
+    max_depth: int = Field(
+        default=32, ge=8, le=100, description="Deepest nesting of mappings and lists in YAML."
+    )
+    max_nodes: int = Field(
+        default=20_000,
+        ge=100,
+        description="Most YAML nodes (keys, values, lists) in one environment file.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything the daemon and the CLI need."""
 
@@ -139,6 +215,8 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     webhooks: WebhookSettings = WebhookSettings()
     daemon: DaemonSettings = DaemonSettings()
+    observation: ObservationSettings = ObservationSettings()
+    limits: LimitsSettings = LimitsSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -12,14 +12,17 @@ from enum import StrEnum
 __all__ = [
     "Attempt",
     "ChangeKind",
+    "DriftClass",
     "EnvironmentResult",
     "GateCheckpoint",
     "GateVerdict",
     "GroupState",
     "HostStatus",
+    "ObservationStatus",
     "Phase",
     "PushStatus",
     "RolloutState",
+    "RolloutTrigger",
     "RunOutcome",
     "StepState",
     "StopReason",
@@ -176,6 +179,38 @@ class StopReason(StrEnum):
 
     SUPERSEDED = "superseded"  # a newer commit changed the environment
     INTERRUPTED = "interrupted"  # the daemon shuts down
+
+
+class RolloutTrigger(StrEnum):
+    """Why a rollout ran."""
+
+    CHANGE = "change"  # the desired versions differ from what was deployed
+    SELF_HEAL = "self_heal"  # a host runs something else than was deployed (opt-in)
+
+
+class ObservationStatus(StrEnum):
+    """What one observation of one host and app found."""
+
+    OK = "ok"  # the host reported a version
+    STOPPED = "stopped"  # the host answered: the app is installed but does not run
+    MISSING = "missing"  # the host answered, without a version (no fact, no match)
+    UNREACHABLE = "unreachable"
+    FAILED = "failed"  # the probe failed on the host (a command error, an HTTP error)
+
+
+class DriftClass(StrEnum):
+    """One host and app, desired vs recorded (what reconciler deployed) vs observed."""
+
+    IN_SYNC = "in_sync"  # desired == recorded == observed
+    PENDING = "pending"  # desired != recorded: the next rollout changes it
+    OUT_OF_BAND = "out_of_band"  # recorded != observed: changed behind reconciler's back
+    UNKNOWN = "unknown"  # not observed, or unreachable: never "in sync" on faith
+    NEW_HOST = "new_host"  # in the inventory, never deployed by reconciler
+
+    @property
+    def drifted(self) -> bool:
+        """Something must change on the host (unknown is not known to be drift)."""
+        return self in (DriftClass.PENDING, DriftClass.OUT_OF_BAND, DriftClass.NEW_HOST)
 
 
 class WebhookResult(StrEnum):

@@ -4,6 +4,9 @@ Commands live in ``cli.inspect`` (validate, diff, plan, status, history) and ``c
 (sync, rollback, suspend, resume, run, demo). Exit codes: 0 success / no drift; 1 problems
 found (invalid desired state, a rejected commit, drift, failed hosts or groups); 2 usage or
 configuration errors, and a fetch that failed (what is shown is then as of the last fetch).
+Output is terminal-safe (control characters escaped) and messages are length-capped
+(``MESSAGE_LIMIT``). The process runs with 077 added to its umask: every file it (or git, or
+Ansible) creates is private to the user.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from reconciler.report.terminal import Output
+from reconciler.report.terminal import Output, SafeConsole
+from reconciler.service import resources
 from reconciler.settings import Settings
 from reconciler.support import logs
+from reconciler.support.text import safe
 
 app = typer.Typer(
     name="reconciler",
@@ -27,8 +32,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-errors = Console(stderr=True)
+# Everything printed is terminal-safe: control characters show as escapes (terminal.SafeConsole).
+console: Console = SafeConsole()
+errors: Console = SafeConsole(stderr=True)
+#: The longest error message or problem printed whole (longer ones are cut, saying so).
+MESSAGE_LIMIT = 2000
 
 ConfigOption = Annotated[
     Path | None,
@@ -73,7 +81,7 @@ def _main(
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    errors.print(Text(message, style="red"))
+    errors.print(Text(safe(message, MESSAGE_LIMIT), style="red"))
     raise typer.Exit(code)
 
 
@@ -88,16 +96,24 @@ def settings(config: Path | None = None) -> Settings:
 
 
 def source_settings(config: Path | None) -> Settings:
-    """The configuration of a command that reads the Git source (needs ``source.url``)."""
+    """The configuration of a command that reads the Git source (needs ``source.url``, and
+    readable credential files when configured)."""
+    from reconciler.service import wiring
+
     loaded = settings(config)
     if not loaded.source.url:
         fail(
             "configuration error: source.url is not set (config file or RECONCILER_SOURCE__URL)",
             2,
         )
+    try:
+        wiring.git_auth(loaded)
+    except (OSError, ValueError) as exc:
+        fail(f"configuration error: {exc}", 2)
     return loaded
 
 
 def main() -> None:
     os.environ.setdefault("ANSIBLE_NOCOLOR", "1")
+    resources.private_umask()  # what we, git and Ansible create under the state dir is private
     app()

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.text import Text
 
 from reconciler.cli.app import (
+    MESSAGE_LIMIT,
     ConfigOption,
     EnvOption,
     OutputOption,
@@ -29,13 +30,17 @@ from reconciler.cli.app import (
 )
 from reconciler.cli.daemon_calls import daemon_call, discover
 from reconciler.plan import canary
+from reconciler.plan import observed as drift_model
 from reconciler.report import history as history_model
 from reconciler.report import status as read_model
 from reconciler.report import terminal
 from reconciler.report.terminal import Output
-from reconciler.rollout.reconciler import Reconciler
-from reconciler.service import wiring
 from reconciler.source.refresh import DesiredSnapshot
+from reconciler.states import DriftClass
+from reconciler.support.text import safe
+
+if TYPE_CHECKING:
+    from reconciler.rollout.reconciler import Reconciler
 
 
 @app.command()
@@ -45,14 +50,19 @@ def validate(
 ) -> None:
     """Validate a desired-state repository; print file:line: message for every problem.
 
+    Reads within the configuration's limits (file and repository sizes, YAML depth, nodes).
     Nothing from the repository runs: inventories are parsed in a bounded child process with
-    the static plugins only. With a configuration (--config), its vault password files,
+    the static plugins only. With a configuration file (--config), its vault password files,
     dynamic-inventory opt-ins and inventory cache apply too.
     """
-    loaded = settings(config) if config or _state.config else None
-    result = wiring.load_repository(path, settings=loaded)
+    from reconciler.service import wiring  # the adapters: when needed
+
+    loaded = settings(config)
+    result = wiring.load_repository(
+        path, limits=loaded.limits, settings=loaded if config or _state.config else None
+    )
     for problem in result.problems:
-        console.print(Text(str(problem)))
+        console.print(Text(safe(str(problem), MESSAGE_LIMIT)))
     if result.state is None:
         fail(f"{len(result.problems)} problem(s); nothing would be deployed")
     environments = result.state.environments
@@ -69,12 +79,13 @@ def _desired(snapshot: DesiredSnapshot) -> DesiredSnapshot:
         shown = terminal.short(snapshot.commit.sha if snapshot.commit else None)
         errors.print(
             Text(f"source: fetch failed, showing commit {shown} as of the last fetch: ", "yellow")
-            + Text(snapshot.source_error)
+            + Text(safe(snapshot.source_error, MESSAGE_LIMIT))
         )
     for problem in snapshot.problems:
         errors.print(
             Text(
-                f"rejected {terminal.short(snapshot.tip.sha if snapshot.tip else None)}: {problem}"
+                f"rejected {terminal.short(snapshot.tip.sha if snapshot.tip else None)}: "
+                + safe(str(problem), MESSAGE_LIMIT)
             )
         )
     if snapshot.state is None:
@@ -83,6 +94,8 @@ def _desired(snapshot: DesiredSnapshot) -> DesiredSnapshot:
 
 
 def _read(config: Path | None) -> tuple[Reconciler, DesiredSnapshot]:
+    from reconciler.service import wiring  # the adapters: when needed
+
     reconciler = wiring.build(source_settings(config), record=False)
     return reconciler, _desired(reconciler.refresh())
 
@@ -91,23 +104,34 @@ def _read(config: Path | None) -> tuple[Reconciler, DesiredSnapshot]:
 def diff(
     config: ConfigOption = None, env: EnvOption = None, output: OutputOption = Output.TABLE
 ) -> None:
-    """Desired (Git) vs recorded (deployed) versions.
+    """Desired (Git) vs recorded (deployed) vs observed (what hosts report) versions.
 
-    Exit 0 in sync, 1 when anything drifted, 2 when the fetch failed (the diff shown is then
-    as of the last fetched commit, and may be stale).
+    Each host/app that is not in sync is shown with its class: pending (desired != recorded),
+    new_host (never deployed), out_of_band (the host runs another version than recorded) or
+    unknown (not observed, or unreachable). Exit 0 when nothing drifted (unknown is not drift),
+    1 when anything did, 2 when the fetch failed (the diff shown is then as of the last
+    fetched commit, and may be stale).
     """
     reconciler, snapshot = _read(config)
     assert snapshot.state is not None and snapshot.commit is not None
+    store = reconciler.store
     rows = [
-        row
+        state
         for name, environment in snapshot.state.environments.items()
         if not env or name in env
-        for row in canary.drift(environment, reconciler.store.recorded_versions(name))
+        for state in drift_model.host_states(
+            environment,
+            store.recorded_versions(name),
+            store.observed(name),
+            store.drift_marks(name),
+            unobserved={g.name for g in environment.groups.values() if g.observe is None},
+        )
+        if state.drift is not DriftClass.IN_SYNC
     ]
     terminal.diff(console, rows, snapshot.commit.sha, output)
     if snapshot.source_error:
         raise typer.Exit(2)
-    if rows:
+    if any(r.drift.drifted for r in rows):
         raise typer.Exit(1)
 
 
@@ -135,6 +159,8 @@ def plan(
 @app.command()
 def status(config: ConfigOption = None, output: OutputOption = Output.TABLE) -> None:
     """Per environment: result, hosts in sync, commits, errors; the source; quarantines."""
+    from reconciler.service import wiring  # the adapters: when needed
+
     loaded = settings(config)
     client = discover(loaded)
     if client is not None:
@@ -163,6 +189,8 @@ def history(
     output: OutputOption = Output.TABLE,
 ) -> None:
     """Rollouts, newest first, with their steps (hosts per step) and outcome."""
+    from reconciler.service import wiring  # the adapters: when needed
+
     loaded = settings(config)
     client = discover(loaded)
     if client is not None:

@@ -12,15 +12,17 @@ import getpass
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from reconciler.cli.app import (
+    MESSAGE_LIMIT,
     ConfigOption,
     EnvOption,
+    OutputOption,
     app,
     console,
     errors,
@@ -31,13 +33,18 @@ from reconciler.cli.app import (
 from reconciler.cli.daemon_calls import daemon_call, discover
 from reconciler.desired import messages
 from reconciler.desired.schema import VERSION_RE
+from reconciler.plan.observed import HostAppState
 from reconciler.report import terminal
-from reconciler.report.client import DaemonClient
 from reconciler.report.progress import ProgressReporter
-from reconciler.service import wiring
+from reconciler.report.status import HostApp
+from reconciler.report.terminal import Output
 from reconciler.service.leadership import AlreadyRunning, StateDirLock
-from reconciler.states import EnvironmentResult, RolloutState
+from reconciler.states import DriftClass, EnvironmentResult, RolloutState
 from reconciler.support import logs
+from reconciler.support.text import safe
+
+if TYPE_CHECKING:
+    from reconciler.report.client import DaemonClient
 
 
 def _sync_through_daemon(client: DaemonClient, env: list[str] | None, timeout: float) -> None:
@@ -73,6 +80,8 @@ def sync(
     holding the state dir's lock. Results ``applied``, ``in_sync``, ``degraded`` (host failures
     within max_failed_hosts), ``deferred`` and ``suspended`` exit 0.
     """
+    from reconciler.service import wiring  # the adapters: when needed
+
     loaded = source_settings(config)
     client = discover(loaded)
     if client is not None:
@@ -96,10 +105,12 @@ def sync(
         fail(f"{exc}: its API did not answer; try again or stop it", 2)
     snapshot = result.snapshot
     if snapshot.source_error:
-        errors.print(Text("source: ", style="yellow") + Text(snapshot.source_error))
+        errors.print(
+            Text("source: ", style="yellow") + Text(safe(snapshot.source_error, MESSAGE_LIMIT))
+        )
     for problem in snapshot.problems:
         tip = terminal.short(snapshot.tip.sha if snapshot.tip else None)
-        errors.print(Text(f"rejected {tip}: {problem}"))
+        errors.print(Text(f"rejected {tip}: " + safe(str(problem), MESSAGE_LIMIT)))
     if snapshot.state is None or snapshot.commit is None:
         fail("no valid desired state: nothing deployed")
     table = Table(
@@ -133,6 +144,8 @@ def rollback(
     config: ConfigOption = None,
 ) -> None:
     """Commit (and push) the group's previous versions; the daemon then converges to them."""
+    from reconciler.service import wiring  # the adapters: when needed
+
     loaded = source_settings(config)
     reconciler = wiring.build(loaded, record=False)
     snapshot = reconciler.refresh()
@@ -170,7 +183,7 @@ def rollback(
             f"rollback {env}/{group} -> {', '.join(f'{a}={v}' for a, v in target.items())}: "
             f"{result.status}"
             + (f" {result.sha[:12]}" if result.sha else "")
-            + f" ({result.detail})"
+            + f" ({safe(result.detail, MESSAGE_LIMIT)})"
         )
     )
     if str(result.status) not in ("pushed", "noop"):
@@ -178,6 +191,8 @@ def rollback(
 
 
 def _set_suspended(environment: str, suspended: bool, config: Path | None) -> None:
+    from reconciler.service import wiring  # the adapters: when needed
+
     loaded = settings(config)
     client = discover(loaded)
     if client is not None:
@@ -205,10 +220,12 @@ def run(config: ConfigOption = None) -> None:
 
     Stops on SIGTERM/SIGINT after running playbook steps finish (daemon.shutdown_grace).
     """
+    from reconciler.service import wiring  # the adapters: when needed
     from reconciler.service.daemon import Daemon
 
-    loaded = source_settings(config)
-    logs.configure(loaded.daemon.log_level, loaded.daemon.log_format)
+    configured = settings(config)
+    logs.configure(configured.daemon.log_level, configured.daemon.log_format)
+    loaded = source_settings(config)  # after: its warnings are logged in the daemon's format
     try:
         stopping = threading.Event()  # also ends the Git write-back's retry waits
         reconciler = wiring.build(loaded, stopping=stopping)
@@ -232,3 +249,55 @@ def demo(
     from reconciler.demo import walkthrough
 
     raise typer.Exit(walkthrough.run(workdir=workdir, keep=keep, console=console, ssh=ssh))
+
+
+@app.command()
+def observe(
+    config: ConfigOption = None,
+    env: EnvOption = None,
+    output: OutputOption = Output.TABLE,
+    timeout: Annotated[float, typer.Option(help="Through a daemon: longest wait, s.")] = 600,
+) -> None:
+    """Look at what every observed host runs now; show each host/app that is not in sync.
+
+    Through a running daemon the look happens at the start of a reconcile of the environment
+    (which goes on as any reconcile would); without one it only looks, here, holding the state
+    dir's lock. Exit 0 when nothing drifted (unknown is not drift), 1 when something did.
+    """
+    from reconciler.service import wiring  # the adapters: when needed
+
+    loaded = source_settings(config)
+    client = discover(loaded)
+    rows: list[HostAppState] = []
+    commit: str | None = None
+    if client is not None:
+        targets: list[str | None] = list(env) if env else [None]
+        for target in targets:
+            for detail in daemon_call(functools.partial(client.observe, target, timeout)):
+                rows.extend(_state(detail.name, h) for h in detail.hosts)
+        commit = daemon_call(client.status).source.valid_commit
+    else:
+        reconciler = wiring.build(loaded)
+        try:
+            with StateDirLock(loaded.lock_path):
+                snapshot = reconciler.refresh()
+                if snapshot.state is None or snapshot.commit is None:
+                    fail("no valid desired state: nothing to observe")
+                commit = snapshot.commit.sha
+                for name, desired in snapshot.state.environments.items():
+                    if not env or name in env:
+                        rows.extend(reconciler.observe(desired, snapshot))
+        except AlreadyRunning as exc:
+            fail(f"{exc}: its API did not answer; try again or stop it", 2)
+    rows = [r for r in rows if r.drift is not DriftClass.IN_SYNC]
+    terminal.diff(console, rows, commit, output)
+    if any(r.drift.drifted for r in rows):
+        raise typer.Exit(1)
+
+
+def _state(environment: str, host: HostApp) -> HostAppState:
+    """A host of the daemon's answer as the planning core's state (to render it the same)."""
+    return HostAppState(
+        environment, host.group, host.host, host.app, host.desired, host.deployed,
+        host.observed, host.observed_at, None, DriftClass(host.drift), None, host.flapping,
+    )  # fmt: skip

@@ -17,7 +17,11 @@ Contract (no I/O, no Git; text in, text out):
   Documents are compared as parsed data: comments and formatting are ignored (they do not change
   what is deployed, and a true ``git revert`` simply restores them with the versions).
 
-Every failure (invalid YAML, missing group or app, invalid version) raises ``EditError``.
+Every failure (invalid YAML, missing group or app, invalid version) raises ``EditError``, and
+so does a document ``desired.reading`` would refuse (the default ``limits``: larger than
+``max_file_bytes``, YAML anchors or aliases, deeper than ``max_depth``, more than ``max_nodes``):
+the texts edited and compared here may come from any commit of the branch, rejected ones
+included, and an alias bomb compared as data would expand to gigabytes.
 """
 
 from __future__ import annotations
@@ -32,10 +36,13 @@ from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScalarString
 
+from reconciler.desired import reading
 from reconciler.desired.schema import VERSION_RE
+from reconciler.settings import LimitsSettings
 
 # Characters that end a plain scalar token of a version (versions never contain them).
 _PLAIN_TOKEN = re.compile(r"[^\s,\[\]{}#\"']+")
+LIMITS = LimitsSettings()
 
 
 class EditError(ValueError):
@@ -43,17 +50,20 @@ class EditError(ValueError):
 
 
 def _yaml() -> YAML:
-    yaml = YAML(typ="rt")
+    yaml = reading.bounded_yaml(LIMITS)
     yaml.preserve_quotes = True
-    yaml.allow_duplicate_keys = False
     return yaml
 
 
 def _load(text: str) -> Any:
+    if len(text) > LIMITS.max_file_bytes:
+        raise EditError(f"the file is larger than {LIMITS.max_file_bytes} bytes")
     try:
         return _yaml().load(text)
     except YAMLError as exc:
         raise EditError(f"invalid YAML: {exc}") from exc
+    except Exception as exc:  # a constructor's ValueError (a 5,000-digit integer...)
+        raise EditError(f"invalid YAML: {type(exc).__name__}: {exc}") from exc
 
 
 def _apps(document: Any, group: str) -> CommentedMap:

@@ -1,10 +1,14 @@
 """Validate a desired-state repository and resolve it into a ``DesiredState``.
 
-Contract: ``load_repository(root, inventories=reader)`` reads ``environments/*.yaml`` under
-``root`` (resolving inventories through ``reader``) and returns a
-``LoadResult``: either a resolved ``DesiredState`` and no problems, or ``state=None`` and every
-``Problem`` found (``file:line: message``). The repository is all-or-nothing: one invalid file
-rejects the whole commit. Reads files only below ``root``; never follows a path outside it.
+Contract: ``load_repository(root, inventories=reader, limits=limits)`` reads
+``environments/*.yaml`` under ``root`` (resolving inventories through ``reader``) and returns a
+``LoadResult``: either a resolved ``DesiredState`` and no problems, or ``state=None`` and the
+``Problem``s found (``file:line: message``; at most ``MAX_PROBLEMS``). The repository is
+all-or-nothing: one invalid file rejects the whole commit. Reads files only below ``root``;
+never follows a path outside it. Never raises for what the repository contains, and reads it
+within the operator's ``limits`` (``desired.reading``: sizes before parsing, no NUL, UTF-8
+only, no YAML anchors or aliases, bounded nesting); anything else a file makes it raise is a
+problem of that file.
 """
 
 from __future__ import annotations
@@ -17,31 +21,26 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
 
 from reconciler import content
+from reconciler.desired import problems as problems_
+from reconciler.desired import reading, resolve
 from reconciler.desired.inventories import (
     Inventory,
     InventoryError,
     InventoryReader,
     host_problems,
 )
-from reconciler.desired.model import DesiredState, EnvironmentDesired, GroupDesired, Rollout
+from reconciler.desired.model import DesiredState, EnvironmentDesired
+from reconciler.desired.problems import Problem
 from reconciler.desired.schema import EnvironmentFile
+from reconciler.settings import LimitsSettings
+from reconciler.support.text import clip
 
 ENVIRONMENTS_DIR = "environments"
-
-
-@dataclass(frozen=True, order=True)
-class Problem:
-    file: str
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
+MAX_PROBLEMS = 100
+NAME_LIMIT = 60  # characters of a key or name quoted inside a message
 
 
 @dataclass(frozen=True)
@@ -104,7 +103,8 @@ def _inner_model(annotation: Any) -> Any:
 
 
 def _dotted(loc: Iterable[Any]) -> str:
-    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+    parts = (f"[{p}]" if isinstance(p, int) else clip(p, NAME_LIMIT) for p in loc)
+    return ".".join(parts).replace(".[", "[")
 
 
 def _pydantic_problems(file: str, document: Any, error: ValidationError) -> list[Problem]:
@@ -123,7 +123,7 @@ def _pydantic_problems(file: str, document: Any, error: ValidationError) -> list
                 if hint
                 else (f" (allowed: {', '.join(allowed)})" if allowed else "")
             )
-            message = f"{_dotted(loc)}: unknown key {key!r}{suffix}"
+            message = f"{_dotted(loc)}: unknown key {clip(key, NAME_LIMIT)!r}{suffix}"
             problems.append(Problem(file, located.line(loc, key_line=True), message))
             continue
         if item["type"] == "missing":
@@ -148,12 +148,6 @@ def _inside(root: Path, relative: str) -> Path | None:
     except ValueError:
         return None
     return candidate
-
-
-def _yaml() -> YAML:
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
-    return yaml
 
 
 def _check_environment(
@@ -259,7 +253,7 @@ def _check_environment(
     if problems or parsed is None:
         return None, problems
 
-    groups = {name: _resolve_group(spec, name, parsed) for name in order}
+    groups = {name: resolve.group(spec, name, parsed) for name in order}
     return EnvironmentDesired(spec.environment, file, spec.inventory, groups), []
 
 
@@ -302,52 +296,34 @@ def _conflicting_hosts(
     return problems
 
 
-def _resolve_group(spec: EnvironmentFile, name: str, parsed: Inventory) -> GroupDesired:
-    group, defaults = spec.groups[name], spec.defaults
-    merged = defaults.rollout.model_dump(exclude_none=True)
-    if group.rollout is not None:
-        merged.update(group.rollout.model_dump(exclude_none=True))
-    rollout = Rollout(
-        canary=tuple(merged.get("canary", (100,))),
-        bake_s=float(merged.get("bake", 0.0)),
-        max_failed_hosts=merged.get("max_failed_hosts", 0),
-    )
-    return GroupDesired(
-        name=name,
-        apps=dict(sorted(group.apps.items())),
-        hosts=parsed.group_hosts(name),
-        after=group.after,
-        playbook=group.playbook or defaults.playbook,
-        rollout=rollout,
-        health=group.health if group.health is not None else defaults.health,
-        timeout_s=group.timeout if group.timeout is not None else defaults.timeout,
-        maintenance_windows=(
-            group.maintenance_windows
-            if group.maintenance_windows is not None
-            else defaults.maintenance_windows
-        ),
-    )
-
-
 def load_environment_file(
-    root: Path, path: Path, inventories: InventoryReader
+    root: Path,
+    path: Path,
+    inventories: InventoryReader,
+    limits: LimitsSettings | None = None,
 ) -> tuple[EnvironmentDesired | None, list[Problem]]:
+    """One environment file, within ``limits``; never raises for what the files contain."""
     file = path.relative_to(root).as_posix()
     try:
-        with path.open(encoding="utf-8") as handle:
-            document = _yaml().load(handle)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        return None, [Problem(file, line, f"invalid YAML: {exc.problem or exc.context}")]
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, [Problem(file, 1, f"cannot read: {exc}")]
-    if not isinstance(document, Mapping):
-        return None, [Problem(file, 1, "an environment file must be a mapping")]
+        return _load_environment_file(root, file, path, inventories, limits or LimitsSettings())
+    except Exception as exc:  # whatever a file contains, it is a problem of that file
+        return None, [Problem(file, 1, f"cannot validate: {type(exc).__name__}: {exc}")]
+
+
+def _load_environment_file(
+    root: Path, file: str, path: Path, inventories: InventoryReader, limits: LimitsSettings
+) -> tuple[EnvironmentDesired | None, list[Problem]]:
+    document, problems = reading.read_mapping(root, path, limits)
+    if document is None:
+        return None, problems
     try:
         spec = EnvironmentFile.model_validate(_plain(document))
     except ValidationError as exc:
         return None, _pydantic_problems(file, document, exc)
+    playbooks = [spec.defaults.playbook, *(g.playbook for g in spec.groups.values() if g.playbook)]
+    too_big = reading.referenced_problems(root, spec.inventory, playbooks, limits)
+    if too_big:
+        return None, too_big
     return _check_environment(root, file, document, spec, inventories)
 
 
@@ -368,10 +344,17 @@ def environment_files(root: Path) -> list[Path]:
 
 
 def load_repository(
-    root: Path, *, inventories: InventoryReader, commit: str | None = None
+    root: Path,
+    *,
+    inventories: InventoryReader,
+    commit: str | None = None,
+    limits: LimitsSettings | None = None,
 ) -> LoadResult:
-    """Validate every environment file below ``root``; all-or-nothing."""
-    root = root.resolve()
+    """Validate every environment file below ``root``; all-or-nothing, within ``limits``."""
+    limits, root = limits or LimitsSettings(), root.resolve()
+    too_big = reading.repository_problems(root, limits)
+    if too_big:
+        return LoadResult(None, tuple(too_big))
     files = environment_files(root)
     if not files:
         return LoadResult(None, (Problem(ENVIRONMENTS_DIR, 1, "no environments/*.yaml files"),))
@@ -389,10 +372,10 @@ def load_repository(
         if _inside(root, file) is None:
             problems.append(Problem(file, 1, "resolves outside the repository"))
             continue
-        environment, found = load_environment_file(root, path, inventories)
+        environment, found = load_environment_file(root, path, inventories, limits)
         problems.extend(found)
         if environment is not None:
             environments[environment.name] = environment
     if problems:
-        return LoadResult(None, tuple(sorted(problems)))
+        return LoadResult(None, problems_.capped(sorted(problems), MAX_PROBLEMS))
     return LoadResult(DesiredState(environments=environments, commit=commit), ())

@@ -6,7 +6,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from reconciler.desired.schema import HealthCheck, MaintenanceWindow
+from reconciler.desired.schema import HealthCheck, MaintenanceWindow, Observe, SelfHeal
+
+
+@dataclass(frozen=True)
+class Retries:
+    """Tries of a step's unreachable hosts: ``attempts`` in all, waits from ``backoff_s``
+    doubling up to ``max_backoff_s`` (with jitter)."""
+
+    attempts: int = 3
+    backoff_s: float = 5.0
+    max_backoff_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -14,12 +24,7 @@ class Rollout:
     canary: tuple[int, ...] = (100,)
     bake_s: float = 0.0
     max_failed_hosts: int | str = 0
-
-    def tolerated_failures(self, step_hosts: int) -> int:
-        """How many failed hosts a step of ``step_hosts`` hosts tolerates."""
-        if isinstance(self.max_failed_hosts, int):
-            return self.max_failed_hosts
-        return int(step_hosts * int(self.max_failed_hosts.rstrip("%")) / 100)
+    retries: Retries = Retries()
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,8 @@ class GroupDesired:
     health: tuple[HealthCheck, ...]
     timeout_s: float
     maintenance_windows: tuple[MaintenanceWindow, ...] = ()
+    observe: Observe | None = None  # None: the group's hosts are not observed
+    self_heal: SelfHeal = field(default_factory=SelfHeal)
 
     @property
     def host_names(self) -> tuple[str, ...]:

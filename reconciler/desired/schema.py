@@ -8,12 +8,13 @@ checked against a strict pattern. ``desired.loading`` turns their errors into
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from reconciler.desired import windows
 from reconciler.support.durations import Duration
+from reconciler.support.text import clip
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$")
 APP_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -22,14 +23,16 @@ ENVIRONMENT_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 HOST_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,252}$")
 # Characters that would be templated by Ansible (Jinja) or interpreted by a shell.
 UNSAFE_CHARS_RE = re.compile(r"[{}%$`;|&<>\\'\"\s*?!]")
+SHOWN_LIMIT = 80  # characters of a rejected value quoted in its message
 
 
 def _pattern(regex: re.Pattern[str], what: str, hint: str) -> Any:
     def check(value: str) -> str:
+        shown = repr(clip(value, SHOWN_LIMIT))
         if UNSAFE_CHARS_RE.search(value):
-            raise ValueError(f"{what} {value!r} contains templating or shell characters; {hint}")
+            raise ValueError(f"{what} {shown} contains templating or shell characters; {hint}")
         if not regex.fullmatch(value):
-            raise ValueError(f"{what} {value!r} is not valid; {hint}")
+            raise ValueError(f"{what} {shown} is not valid; {hint}")
         return value
 
     return AfterValidator(check)
@@ -47,10 +50,11 @@ GroupName = Annotated[
 
 
 def _relative_path(value: str) -> str:
+    shown = repr(clip(value, SHOWN_LIMIT))
     if UNSAFE_CHARS_RE.search(value):
-        raise ValueError(f"path {value!r} contains templating or shell characters")
+        raise ValueError(f"path {shown} contains templating or shell characters")
     if value.startswith("/") or ".." in value.split("/"):
-        raise ValueError(f"path {value!r} must be relative and stay inside the repository")
+        raise ValueError(f"path {shown} must be relative and stay inside the repository")
     return value
 
 
@@ -71,6 +75,14 @@ def _max_failed(value: Any) -> int | str:
     raise ValueError("max_failed_hosts must be a count (0) or a percentage ('10%')")
 
 
+class RetrySpec(_Strict):
+    """Retries of the hosts a step could not reach (a failing task is never retried)."""
+
+    attempts: int = Field(default=3, ge=1, le=10, description="Tries in all, the first one too.")
+    backoff: Duration = Field(default=5.0, description="Wait before the second try; doubles.")
+    max_backoff: Duration = Field(default=60.0, description="Longest wait between tries.")
+
+
 class RolloutSpec(_Strict):
     """Rollout settings as written; every field optional so groups can override defaults."""
 
@@ -79,6 +91,7 @@ class RolloutSpec(_Strict):
     )
     bake: Duration | None = Field(default=None, description="Hold after each healthy step.")
     max_failed_hosts: Annotated[int | str, BeforeValidator(_max_failed)] | None = None
+    retries: RetrySpec | None = Field(default=None, description="Retries of unreachable hosts.")
 
     @model_validator(mode="after")
     def _canary_increasing(self) -> RolloutSpec:
@@ -162,6 +175,90 @@ class HealthCheck(_Strict):
         return self.gate.name or self.kind
 
 
+_REGEX_MAX = 200
+
+
+def _regex(value: str) -> str:
+    if len(value) > _REGEX_MAX:
+        raise ValueError(f"version_regex is longer than {_REGEX_MAX} characters")
+    try:
+        compiled = re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"version_regex {value!r} is not a regular expression: {exc}") from exc
+    if compiled.groups > 1:
+        raise ValueError("version_regex may have at most one group (the version)")
+    return value
+
+
+VersionRegex = Annotated[str, AfterValidator(_regex)]
+
+
+class _Probe(_Strict):
+    version_regex: VersionRegex = Field(
+        default=r"[A-Za-z0-9][A-Za-z0-9._+~-]*",
+        description="Finds the version in the answer (its group, or the whole match).",
+    )
+    timeout: Duration = Field(default=10.0, description="Limit of one observation of a host.")
+
+
+class FactProbe(_Strict):
+    name: str = Field(
+        default="reconciler_{app}",
+        pattern=r"^[A-Za-z0-9_{}]{1,64}$",
+        description="Local fact ({app} with '-' as '_'), as the shipped role writes it.",
+    )
+    key: str = Field(default="version", pattern=r"^[A-Za-z0-9_]{1,64}$")
+    fact_path: str | None = Field(
+        default=None, description="Directory of the fact files (default: deploy_app_fact_dir)."
+    )
+
+
+class HttpProbe(_Probe):
+    url: str = Field(description="URL template: {host} {name} {port} {app} {version}.")
+
+
+class CommandProbe(_Probe):
+    argv: tuple[str, ...] = Field(min_length=1, description="Run on the host, no shell.")
+
+
+class Observe(_Strict):
+    """How a group's hosts report what they run: exactly one of fact, http, command."""
+
+    fact: FactProbe | None = None
+    http: HttpProbe | None = None
+    command: CommandProbe | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Observe:
+        present = [k for k in ("fact", "http", "command") if getattr(self, k) is not None]
+        if len(present) != 1:
+            raise ValueError(
+                "observe needs exactly one of fact, http, command (or 'none'); got "
+                + (", ".join(present) or "none")
+            )
+        return self
+
+
+ObserveSpec = Observe | Literal["none"]
+
+
+class SelfHeal(_Strict):
+    """Redeploy hosts that run something else than reconciler deployed (opt-in)."""
+
+    enabled: bool = False
+    flap_period: Duration = Field(
+        default=3600.0,
+        description="A host drifting again this soon after a heal is flapping: not healed.",
+    )
+
+
+def _self_heal(value: Any) -> Any:
+    return {"enabled": value} if isinstance(value, bool) else value
+
+
+SelfHealSpec = Annotated[SelfHeal, BeforeValidator(_self_heal)]
+
+
 class MaintenanceWindow(_Strict):
     """Changes are applied only while a window is open: it opens at each ``cron`` fire time
     (standard 5-field crontab, in ``timezone``) and stays open for ``duration``
@@ -185,6 +282,11 @@ class Defaults(_Strict):
     maintenance_windows: tuple[MaintenanceWindow, ...] = Field(
         default=(), description="When changes may be applied; none = any time."
     )
+    observe: ObserveSpec = Field(
+        default_factory=lambda: Observe(fact=FactProbe()),
+        description="How hosts report their versions ('none': they are not observed).",
+    )
+    self_heal: SelfHealSpec = SelfHeal()
 
 
 class GroupSpec(_Strict):
@@ -195,6 +297,8 @@ class GroupSpec(_Strict):
     health: tuple[HealthCheck, ...] | None = None
     timeout: Duration | None = None
     maintenance_windows: tuple[MaintenanceWindow, ...] | None = None
+    observe: ObserveSpec | None = Field(default=None, description="Overrides defaults.observe.")
+    self_heal: SelfHealSpec | None = None
 
 
 class EnvironmentFile(_Strict):

@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from reconciler.support.text import clip
+
 __all__ = ["WindowSpec", "check", "is_open", "next_open", "next_window", "windows_open"]
 
 
@@ -33,11 +35,11 @@ def check(cron: str, timezone: str, duration: float) -> None:
     try:
         zone = ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown timezone {timezone!r}") from exc
+        raise ValueError(f"unknown timezone {clip(timezone, 80)!r}") from exc
     try:
         CronSim(cron, datetime.now(zone))
     except (CronSimError, ValueError) as exc:
-        raise ValueError(f"invalid cron expression {cron!r}: {exc}") from exc
+        raise ValueError(f"invalid cron expression {clip(cron, 80)!r}: {exc}") from exc
     if duration <= 0:
         raise ValueError("a maintenance window needs a positive duration")
 

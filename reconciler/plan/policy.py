@@ -8,7 +8,8 @@ The rollout engine executes; this module decides:
   maintenance windows, or following a held group);
 * readiness: which group may start (``GroupOrder``, on ``graphlib``) and what becomes of a
   group that must not roll out (in sync, held, waiting for a failed group, stopping);
-* tolerance: whether a step's failed hosts exceed ``max_failed_hosts``;
+* tolerance: whether a step's failed hosts exceed ``max_failed_hosts``; which hosts a step
+  retries (unreachable only) and which it touched (never-reached hosts are not rolled back);
 * gate verdicts: whether gate results fail a step, and the reason users read;
 * the end of a rollout (succeeded or degraded), rollback batches and the versions to restore;
 * the result of the environment, and which records a resumed rollout forgets.
@@ -30,7 +31,7 @@ from reconciler.desired import windows
 from reconciler.desired.model import EnvironmentDesired, GroupDesired, Rollout
 from reconciler.plan.canary import EnvironmentPlan, GroupPlan, Recorded, Step
 from reconciler.plan.outcomes import GroupOutcome
-from reconciler.states import EnvironmentResult, GroupState, RolloutState
+from reconciler.states import EnvironmentResult, GroupState, HostStatus, RolloutState
 
 # ------------------------------------------------------------------------------ quarantine
 
@@ -232,6 +233,17 @@ def finished(failures: Mapping[str, str]) -> tuple[RolloutState, GroupState, str
         GroupState.DEGRADED,
         "tolerated failures: " + ", ".join(sorted(failures)),
     )
+
+
+def unreachable(statuses: Mapping[str, HostStatus]) -> tuple[str, ...]:
+    """Hosts a step retries: the ones it could not reach (a failed task is never retried)."""
+    return tuple(h for h, s in statuses.items() if s is HostStatus.UNREACHABLE)
+
+
+def reached(hosts: Sequence[str], statuses: Mapping[str, HostStatus]) -> list[str]:
+    """The hosts a step touched: a host it never reached runs what it ran before and is
+    left out of a rollback."""
+    return [h for h in hosts if statuses.get(h) is not HostStatus.UNREACHABLE]
 
 
 # ------------------------------------------------------------------------------ rollback

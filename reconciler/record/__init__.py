@@ -17,6 +17,7 @@ from reconciler.record.protocols import (
     EnvironmentFields,
     EnvironmentStates,
     Meta,
+    ObservedState,
     Quarantines,
     RolloutJournal,
     RunJournal,
@@ -25,7 +26,9 @@ from reconciler.record.protocols import (
 )
 from reconciler.record.types import (
     DeployedVersion,
+    DriftMark,
     EnvironmentStatus,
+    ObservedVersion,
     QuarantineRecord,
     RolloutRecord,
     RunRecord,
@@ -35,10 +38,13 @@ from reconciler.record.types import (
 __all__ = [
     "DeployedVersion",
     "DeployedVersions",
+    "DriftMark",
     "EnvironmentFields",
     "EnvironmentStates",
     "EnvironmentStatus",
     "Meta",
+    "ObservedState",
+    "ObservedVersion",
     "QuarantineRecord",
     "Quarantines",
     "RolloutJournal",

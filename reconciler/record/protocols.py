@@ -27,7 +27,9 @@ from typing import Any, Protocol, TypedDict, Unpack
 from reconciler.errors import PermanentError
 from reconciler.record.types import (
     DeployedVersion,
+    DriftMark,
     EnvironmentStatus,
+    ObservedVersion,
     QuarantineRecord,
     RolloutRecord,
     RunRecord,
@@ -40,6 +42,7 @@ __all__ = [
     "EnvironmentFields",
     "EnvironmentStates",
     "Meta",
+    "ObservedState",
     "Quarantines",
     "RolloutJournal",
     "RunJournal",
@@ -198,6 +201,28 @@ class Quarantines(Protocol):
     def clear_quarantine(self, environment: str, group: str) -> None: ...
 
 
+class ObservedState(Protocol):
+    """What hosts report they run (observed state) and the history of their drift."""
+
+    def record_observed(self, records: Sequence[ObservedVersion]) -> None:
+        """Upsert observations, keyed by (environment, host, app)."""
+        ...
+
+    def observed(self, environment: str) -> dict[tuple[str, str], ObservedVersion]:
+        """``(host, app) -> `` the newest observation."""
+        ...
+
+    def drift_marks(self, environment: str) -> dict[tuple[str, str], DriftMark]: ...
+
+    def set_drift_marks(self, environment: str, marks: Sequence[DriftMark]) -> None:
+        """Replace the environment's drift marks with ``marks`` (one transaction)."""
+        ...
+
+    def forget_hosts(self, environment: str, hosts: Sequence[str]) -> None:
+        """Hosts gone from the inventory: drop their deployed, observed and drift rows."""
+        ...
+
+
 class Meta(Protocol):
     """Small key/value facts (last valid commit, source errors, last fetch)."""
 
@@ -207,7 +232,14 @@ class Meta(Protocol):
 
 
 class StateStore(
-    DeployedVersions, RunJournal, RolloutJournal, EnvironmentStates, Quarantines, Meta, Protocol
+    DeployedVersions,
+    RunJournal,
+    RolloutJournal,
+    EnvironmentStates,
+    Quarantines,
+    ObservedState,
+    Meta,
+    Protocol,
 ):
     """Every role, as one backend provides them."""
 

@@ -25,13 +25,22 @@ from typing import Any, Protocol
 from reconciler.record.protocols import EnvironmentFields
 from reconciler.record.types import (
     DeployedVersion,
+    DriftMark,
     EnvironmentStatus,
+    ObservedVersion,
     QuarantineRecord,
     RolloutRecord,
     RunRecord,
     StepRecord,
 )
-from reconciler.states import EnvironmentResult, Phase, RolloutState, StepState
+from reconciler.states import (
+    EnvironmentResult,
+    ObservationStatus,
+    Phase,
+    RolloutState,
+    RolloutTrigger,
+    StepState,
+)
 
 ENVIRONMENT_FIELDS = EnvironmentFields.__optional_keys__
 
@@ -103,6 +112,7 @@ def rollout_row(r: RolloutRecord) -> dict[str, Any]:
         "reason": r.reason,
         "started_at": r.started_at,
         "finished_at": r.finished_at,
+        "trigger": RolloutTrigger(r.trigger).value,
     }
 
 
@@ -119,6 +129,30 @@ def step_row(s: StepRecord) -> dict[str, Any]:
         "run_dir": s.run_dir,
         "started_at": s.started_at,
         "finished_at": s.finished_at,
+        "attempts": json_text(list(s.attempts)),
+    }
+
+
+def observed_row(r: ObservedVersion) -> dict[str, Any]:
+    return {
+        "environment": r.environment,
+        "host": r.host,
+        "app": r.app,
+        "version": r.version,
+        "status": ObservationStatus(r.status).value,
+        "detail": r.detail,
+        "observed_at": r.observed_at,
+    }
+
+
+def drift_row(r: DriftMark) -> dict[str, Any]:
+    return {
+        "environment": r.environment,
+        "host": r.host,
+        "app": r.app,
+        "since": r.since,
+        "healed_at": r.healed_at,
+        "flapping": int(r.flapping),
     }
 
 
@@ -203,6 +237,7 @@ def rollout(r: Row) -> RolloutRecord:
         r["reason"],
         r["started_at"],
         r["finished_at"],
+        RolloutTrigger(r["trigger"]),
     )
 
 
@@ -219,6 +254,7 @@ def step(r: Row) -> StepRecord:
         r["run_dir"],
         r["started_at"],
         r["finished_at"],
+        tuple(_loads(r["attempts"])),
     )
 
 
@@ -244,4 +280,22 @@ def quarantine(r: Row) -> QuarantineRecord:
         r["reason"],
         r["revert"],
         r["created_at"],
+    )
+
+
+def observed(r: Row) -> ObservedVersion:
+    return ObservedVersion(
+        r["environment"],
+        r["host"],
+        r["app"],
+        r["version"],
+        ObservationStatus(r["status"]),
+        r["detail"],
+        r["observed_at"],
+    )
+
+
+def drift(r: Row) -> DriftMark:
+    return DriftMark(
+        r["environment"], r["host"], r["app"], r["since"], r["healed_at"], bool(r["flapping"])
     )

@@ -18,6 +18,9 @@ Contract (beyond ``record.protocols``):
 * One connection shared by threads under a lock; each write method is one ``BEGIN IMMEDIATE``
   transaction (30 s ``timeout`` on other processes' locks); ``sqlite3`` errors come out as
   ``StoreError``; rows are converted explicitly (``record.rows``), states to their enums.
+
+Size: over 400 lines: one short method per store Protocol method (about 40 of them); the row
+conversions live in ``record.rows`` and the schema in ``record.migrations``.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ from reconciler.record import migrations, rows
 from reconciler.record.protocols import EnvironmentFields, StoreError
 from reconciler.record.types import (
     DeployedVersion,
+    DriftMark,
     EnvironmentStatus,
+    ObservedVersion,
     QuarantineRecord,
     RolloutRecord,
     RunRecord,
@@ -355,7 +360,9 @@ class SqliteStateStore:
 
     def journal_step(self, step: StepRecord) -> None:
         key = ("rollout_id", "phase", "step_index")
-        update = ("hosts", "state", "host_results", "gate_results", "run_dir", "finished_at")
+        update = (
+            "hosts", "state", "host_results", "gate_results", "run_dir", "finished_at", "attempts",
+        )  # fmt: skip
         self._write("rollout_steps", [rows.step_row(step)], key, update)
 
     def steps(self, rollout_id: str) -> list[StepRecord]:
@@ -395,6 +402,36 @@ class SqliteStateStore:
     def clear_quarantine(self, environment: str, group: str) -> None:
         sql = "DELETE FROM quarantine WHERE environment = ? AND grp = ?"
         self._execute(sql, (environment, group))
+
+    # -- observed state
+    def record_observed(self, records: Sequence[ObservedVersion]) -> None:
+        key = ("environment", "host", "app")
+        update = ("version", "status", "detail", "observed_at")
+        self._write("observed", [rows.observed_row(r) for r in records], key, update)
+
+    def observed(self, environment: str) -> dict[tuple[str, str], ObservedVersion]:
+        sql = "SELECT * FROM observed WHERE environment = ?"
+        return {(o.host, o.app): o for o in self._read(rows.observed, sql, (environment,))}
+
+    def drift_marks(self, environment: str) -> dict[tuple[str, str], DriftMark]:
+        sql = "SELECT * FROM drift WHERE environment = ?"
+        return {(m.host, m.app): m for m in self._read(rows.drift, sql, (environment,))}
+
+    def set_drift_marks(self, environment: str, marks: Sequence[DriftMark]) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM drift WHERE environment = ?", (environment,))
+            if marks:
+                values = [rows.drift_row(m) for m in marks]
+                sql = rows.insert_sql("drift", list(values[0]))
+                db.executemany(sql, [tuple(v.values()) for v in values])
+
+    def forget_hosts(self, environment: str, hosts: Sequence[str]) -> None:
+        with self._transaction() as db:
+            for table in ("deployed", "observed", "drift"):
+                db.executemany(
+                    f"DELETE FROM {table} WHERE environment = ? AND host = ?",  # noqa: S608
+                    [(environment, host) for host in hosts],
+                )
 
     # -- meta
     def get_meta(self, key: str) -> str | None:

@@ -22,11 +22,20 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from reconciler.states import EnvironmentResult, Phase, RolloutState, StepState
+from reconciler.states import (
+    EnvironmentResult,
+    ObservationStatus,
+    Phase,
+    RolloutState,
+    RolloutTrigger,
+    StepState,
+)
 
 __all__ = [
     "DeployedVersion",
+    "DriftMark",
     "EnvironmentStatus",
+    "ObservedVersion",
     "QuarantineRecord",
     "RolloutRecord",
     "RunRecord",
@@ -83,9 +92,11 @@ class RolloutRecord:
     reason: str
     started_at: float
     finished_at: float | None
+    trigger: RolloutTrigger = RolloutTrigger.CHANGE
 
     def __post_init__(self) -> None:
         _coerce(self, "state", RolloutState)
+        _coerce(self, "trigger", RolloutTrigger)
 
 
 @dataclass(frozen=True)
@@ -103,10 +114,41 @@ class StepRecord:
     run_dir: str
     started_at: float
     finished_at: float | None
+    attempts: Sequence[Any] = ()  # one entry per playbook attempt (retries of unreachable)
 
     def __post_init__(self) -> None:
         _coerce(self, "phase", Phase)
         _coerce(self, "state", StepState)
+
+
+@dataclass(frozen=True)
+class ObservedVersion:
+    """What a host reported of an app, and when (``version`` None unless ``status`` is OK)."""
+
+    environment: str
+    host: str
+    app: str
+    version: str | None
+    status: ObservationStatus
+    detail: str
+    observed_at: float
+
+    def __post_init__(self) -> None:
+        _coerce(self, "status", ObservationStatus)
+
+
+@dataclass(frozen=True)
+class DriftMark:
+    """The history of one host and app's drift: since when it is unresolved, when it was
+    last healed, and whether it drifted again too soon after (``flapping``: not healed
+    again until an operator acts)."""
+
+    environment: str
+    host: str
+    app: str
+    since: float | None  # unresolved drift since; None while in sync
+    healed_at: float | None
+    flapping: bool
 
 
 @dataclass(frozen=True)

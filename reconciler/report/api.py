@@ -8,6 +8,14 @@ suspend, resume) need ``Authorization: Bearer <token>`` with the token read from
 (``POST /api/v1/webhooks/{github,gitlab,gitea}``) authenticate by their own signatures
 (``edges.webhooks``). The OpenAPI spec is at ``/openapi.json``.
 
+Before any route: ``report.guard`` checks access (the bearer token of mutating calls, and of
+reads when ``api.read_token_file`` is set) and caps every body (``api.max_body_bytes``,
+webhooks ``webhooks.max_payload_bytes``), all before a byte of the body is read.
+
+Bad input is a 4xx with a reason, never a 500: the sync body is parsed by pydantic's bounded
+JSON parser (nesting depth, number size) into ``SyncRequest`` (finite numbers only, unknown
+keys refused), and validation errors are rendered without echoing their input.
+
 The API drives the daemon only through the ``Control`` Protocol below.
 """
 
@@ -19,14 +27,17 @@ from typing import Annotated, Any, Literal, Protocol
 
 import structlog
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reconciler import __version__
 from reconciler.edges import webhooks
 from reconciler.plan.outcomes import EnvironmentOutcome
 from reconciler.record import RolloutRecord, StepRecord
+from reconciler.report import guard
 from reconciler.report.history import Rollout, rollout_view
 from reconciler.report.metrics import CONTENT_TYPE, Metrics
 from reconciler.report.status import EnvironmentDetail, EnvironmentView, StatusView
@@ -62,7 +73,12 @@ class Control(Protocol):
     def known(self, environment: str) -> bool: ...
     def in_force(self) -> list[str]: ...
     def request_sync(
-        self, environment: str | None = None, *, reason: str, fetch: bool = True
+        self,
+        environment: str | None = None,
+        *,
+        reason: str,
+        fetch: bool = True,
+        observe: bool = False,
     ) -> float: ...
     def wait_finished(
         self, environments: list[str], since: float, timeout: float
@@ -72,7 +88,11 @@ class Control(Protocol):
 
 # ---------------------------------------------------------------- models
 class SyncRequest(BaseModel):
-    environment: str | None = Field(default=None, description="Only this environment.")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    environment: str | None = Field(
+        default=None, max_length=255, description="Only this environment."
+    )
     wait: bool = Field(default=False, description="Answer when the reconcile has finished.")
     timeout: float = Field(default=600.0, gt=0, le=3600, description="Longest wait, seconds.")
 
@@ -92,6 +112,22 @@ class SyncResponse(BaseModel):
 class Suspension(BaseModel):
     environment: str
     suspended: bool
+
+
+class Problem(BaseModel):
+    detail: str | list[dict[str, Any]]
+
+
+def _reasons(errors: list[Any]) -> list[dict[str, Any]]:
+    """Validation errors without their input (never echoed: it may be huge, NaN, or hostile)."""
+    return [
+        {
+            "loc": [str(part) for part in e.get("loc", ())],
+            "msg": str(e.get("msg", "")),
+            "type": e.get("type", ""),
+        }
+        for e in errors
+    ]
 
 
 class WebhookResult(BaseModel):
@@ -116,9 +152,23 @@ def _outcome(outcome: EnvironmentOutcome) -> SyncOutcome:
     )
 
 
+def _sync_request(body: bytes) -> SyncRequest:
+    """The sync body (empty: defaults); 400 when it is not a JSON object, 422 for bad values."""
+    if not body.strip():
+        return SyncRequest()
+    try:
+        return SyncRequest.model_validate_json(body)
+    except ValidationError as exc:
+        errors = list(exc.errors(include_url=False, include_input=False))
+        shape = {"json_invalid", "model_type", "model_attributes_type"}
+        status = 400 if any(e["type"] in shape for e in errors) else 422
+        raise HTTPException(status, _reasons(errors)) from exc
+
+
 def create_app(control: Control, settings: Settings) -> FastAPI:
     """The API of one daemon. Secrets are read once, here."""
     token = read_secret(settings.api.token_file)
+    read_token = read_secret(settings.api.read_token_file)
     secrets = {
         "github": read_secret(settings.webhooks.github_secret_file),
         "gitlab": read_secret(settings.webhooks.gitlab_token_file),
@@ -131,9 +181,31 @@ def create_app(control: Control, settings: Settings) -> FastAPI:
         description="GitOps for Ansible-managed hosts: status, drift, rollouts, sync.",
     )
 
+    def too_large(path: str) -> None:
+        provider = path.removeprefix(guard.WEBHOOKS_PREFIX)
+        if path.startswith(guard.WEBHOOKS_PREFIX) and provider in webhooks.PROVIDERS:
+            control.metrics.webhook(provider, "too_large")
+
+    app.add_middleware(
+        guard.Guard,
+        rule=guard.AccessRule(write_token=token, read_token=read_token),
+        max_body=settings.api.max_body_bytes,
+        max_webhook_body=settings.webhooks.max_payload_bytes,
+        on_too_large=too_large,
+    )
+
+    @app.exception_handler(guard.BodyTooLarge)
+    async def body_too_large(_request: Request, exc: guard.BodyTooLarge) -> JSONResponse:
+        return JSONResponse({"result": "too_large", "detail": exc.detail}, 413, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _reasons(list(exc.errors()))}, 422)
+
     def authorized(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> None:
+        """The guard decided already; this repeats it (and documents the scheme)."""
         if token is None:
             raise HTTPException(403, "mutating calls are disabled: configure api.token_file")
         given = credentials.credentials if credentials else ""
@@ -205,10 +277,24 @@ def create_app(control: Control, settings: Settings) -> FastAPI:
         status_code=202,
         tags=["actions"],
         dependencies=auth,
+        openapi_extra={
+            "requestBody": {
+                "required": False,
+                "content": {"application/json": {"schema": SyncRequest.model_json_schema()}},
+            }
+        },
+        responses={
+            400: {"model": Problem, "description": "Not a JSON object of the right shape"},
+            413: {"description": "Body too large"},
+            422: {"model": Problem, "description": "A value out of range"},
+        },
     )
-    def sync(request: SyncRequest | None = None) -> SyncResponse:
+    async def sync(raw: Request) -> SyncResponse:
         """Fetch now and reconcile (one environment or all); optionally wait for the end."""
-        request = request or SyncRequest()
+        request = _sync_request(await raw.body())
+        return await run_in_threadpool(_sync, request)
+
+    def _sync(request: SyncRequest) -> SyncResponse:
         if control.stopping.is_set():
             raise HTTPException(503, "the daemon is shutting down")
         if request.environment is not None:
@@ -222,6 +308,26 @@ def create_app(control: Control, settings: Settings) -> FastAPI:
                 name: _outcome(outcome) if outcome else None for name, outcome in finished.items()
             }
         return response
+
+    @app.post(
+        "/api/v1/observe",
+        response_model=list[EnvironmentDetail],
+        tags=["actions"],
+        dependencies=auth,
+    )
+    def observe(request: SyncRequest | None = None) -> list[EnvironmentDetail]:
+        """Look at what every observed host runs now (then reconcile, as a sync does); with
+        ``wait``, answer each environment's hosts: desired, recorded, observed and class."""
+        request = request or SyncRequest(wait=True)
+        if control.stopping.is_set():
+            raise HTTPException(503, "the daemon is shutting down")
+        if request.environment is not None:
+            known(request.environment)
+        since = control.request_sync(request.environment, reason="observe", observe=True)
+        names = [request.environment] if request.environment else control.in_force()
+        if request.wait and names:
+            control.wait_finished(names, since, request.timeout)
+        return [e for name in names for e in control.environments(only=name, with_hosts=True)]
 
     def _suspend(environment: str, suspended: bool) -> Suspension:
         known(environment)
@@ -263,21 +369,13 @@ def create_app(control: Control, settings: Settings) -> FastAPI:
     async def webhook(
         provider: Literal["github", "gitlab", "gitea"], request: Request
     ) -> JSONResponse:
-        """Push events: verified, then an immediate fetch when the tracked branch moved."""
-        limit = settings.webhooks.max_payload_bytes
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit:
-            control.metrics.webhook(provider, "too_large")
-            return JSONResponse({"result": "too_large", "detail": f"over {limit} bytes"}, 413)
-        body = bytearray()
-        async for chunk in request.stream():
-            body.extend(chunk)
-            if len(body) > limit:
-                control.metrics.webhook(provider, "too_large")
-                return JSONResponse({"result": "too_large", "detail": f"over {limit} bytes"}, 413)
+        """Push events: verified, then an immediate fetch when the tracked branch moved.
+
+        JSON bodies, and form-encoded ones (``payload=<json>``, GitHub's default)."""
+        body = await request.body()  # capped by the guard (webhooks.max_payload_bytes)
         headers = {k.lower(): v for k, v in request.headers.items()}
         delivery = webhooks.verify_and_parse(
-            provider, secrets[provider], headers, bytes(body), settings.source.branch
+            provider, secrets[provider], headers, body, settings.source.branch
         )
         control.metrics.webhook(provider, delivery.result)
         log.info(

@@ -100,6 +100,21 @@ class StatusCollector(Collector):
             "1 while the group's desired versions are the ones that failed (not retried).",
             ["environment", "group"],
         )
+        out_of_band = _gauge(
+            "out_of_band_hosts",
+            "Hosts that run another version of the app than reconciler deployed (observed).",
+            ["environment", "group", "app"],
+        )
+        unknown = _gauge(
+            "unknown_hosts",
+            "Hosts whose versions are not known: never observed, or unreachable.",
+            ["environment", "group"],
+        )
+        since = _gauge(
+            "drift_since_timestamp_seconds",
+            "Since when the oldest unresolved drift of the app in the group is.",
+            ["environment", "group", "app"],
+        )
         for environment in view.environments:
             suspended.add_metric([environment.name], 1.0 if environment.suspended else 0.0)
             if environment.last_success_at is not None:
@@ -109,10 +124,15 @@ class StatusCollector(Collector):
                 hosts.add_metric(labels, group.hosts)
                 in_sync.add_metric(labels, 1.0 if group.in_sync else 0.0)
                 quarantined.add_metric(labels, 1.0 if group.quarantined else 0.0)
+                unknown.add_metric(labels, group.unknown_hosts)
                 for app, version in group.apps.items():
                     drift.add_metric([*labels, app], group.drift.get(app, 0))
+                    out_of_band.add_metric([*labels, app], group.out_of_band.get(app, 0))
                     desired.add_metric([*labels, app, version], 1.0)
+                    if app in group.drift_since:
+                        since.add_metric([*labels, app], group.drift_since[app])
         yield from (suspended, success, drift, hosts, in_sync, desired, quarantined)
+        yield from (out_of_band, unknown, since)
 
 
 class Metrics(SilentReporter):

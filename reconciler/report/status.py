@@ -6,7 +6,11 @@ Contract: ``build(...)`` reads the desired state in force (a ``DesiredSnapshot``
 store and, in the daemon, what is reconciling now; it writes nothing. Pure functions of those
 inputs, so the API, the CLI and the metrics cannot disagree:
 
-* drift per group and app counts hosts whose recorded version differs from the desired one;
+* drift per group and app counts hosts whose recorded version differs from the desired one
+  (``drift``, as before); beside it, per host and app, the three-way class (desired /
+  recorded / observed: ``plan.observed``), the observed version and when it was seen, and per
+  group the out-of-band and unknown (unobserved or unreachable) hosts and the oldest
+  unresolved drift;
 * a quarantine is listed (and a group ``quarantined``) only while it holds, i.e. while the
   desired versions in force are the ones that failed (``plan.policy.quarantine_holds``): once a
   revert or a new commit is in force it is gone everywhere, before the next reconcile lifts it
@@ -26,10 +30,13 @@ from typing import Protocol
 from pydantic import BaseModel, Field
 
 from reconciler import __version__
-from reconciler.plan import canary, policy
-from reconciler.record import EnvironmentStatus, QuarantineRecord
+from reconciler.desired.model import GroupDesired
+from reconciler.plan import observed as drift_model
+from reconciler.plan import policy
+from reconciler.record import DriftMark, EnvironmentStatus, ObservedVersion, QuarantineRecord
 from reconciler.source import facts
 from reconciler.source.refresh import DesiredSnapshot
+from reconciler.states import DriftClass
 from reconciler.support.redaction import redact
 
 
@@ -39,6 +46,8 @@ class StatusStore(Protocol):
     def environment_statuses(self) -> list[EnvironmentStatus]: ...
     def quarantines(self, environment: str | None = None) -> list[QuarantineRecord]: ...
     def recorded_versions(self, environment: str) -> dict[tuple[str, str], str]: ...
+    def observed(self, environment: str) -> dict[tuple[str, str], ObservedVersion]: ...
+    def drift_marks(self, environment: str) -> dict[tuple[str, str], DriftMark]: ...
     def get_meta(self, key: str) -> str | None: ...
 
 
@@ -82,6 +91,13 @@ class GroupView(BaseModel):
     drift: dict[str, int] = Field(
         default_factory=dict, description="Per app: hosts whose recorded version differs."
     )
+    out_of_band: dict[str, int] = Field(
+        default_factory=dict, description="Per app: hosts that run another version than recorded."
+    )
+    unknown_hosts: int = Field(default=0, description="Hosts not observed, or unreachable.")
+    drift_since: dict[str, float] = Field(
+        default_factory=dict, description="Per app: since when its oldest unresolved drift is."
+    )
     in_sync: bool
     quarantined: bool
     after: list[str]
@@ -92,8 +108,15 @@ class HostApp(BaseModel):
     host: str
     app: str
     desired: str
-    deployed: str | None
-    in_sync: bool
+    deployed: str | None = Field(description="What reconciler recorded as deployed.")
+    in_sync: bool = Field(description="Deployed is desired (observed aside).")
+    observed: str | None = Field(default=None, description="What the host last reported.")
+    observed_at: float | None = None
+    drift: str = Field(
+        default="in_sync",
+        description="Desired/recorded/observed: in_sync, pending, out_of_band, unknown, new_host.",
+    )
+    flapping: bool = False
 
 
 class EnvironmentView(BaseModel):
@@ -176,6 +199,32 @@ def _holding(store: StatusStore, snapshot: DesiredSnapshot | None) -> list[Quara
     ]
 
 
+def _group_view(
+    group: GroupDesired, states: list[drift_model.HostAppState], quarantined: bool
+) -> GroupView:
+    """Drift counts keep their meaning: ``drift``/``drifted_hosts`` are desired != recorded;
+    out-of-band and unknown hosts are counted beside them."""
+    pending = [s for s in states if s.recorded != s.desired]
+    out_of_band = [s for s in states if s.drift is DriftClass.OUT_OF_BAND]
+    since: dict[str, float] = {}
+    for s in states:
+        if s.since is not None:
+            since[s.app] = min(since.get(s.app, s.since), s.since)
+    return GroupView(
+        name=group.name,
+        apps=dict(group.apps),
+        hosts=len(group.hosts),
+        drifted_hosts=len({s.host for s in pending}),
+        drift={app: sum(1 for s in pending if s.app == app) for app in group.apps},
+        out_of_band={app: sum(1 for s in out_of_band if s.app == app) for app in group.apps},
+        unknown_hosts=len({s.host for s in states if s.drift is DriftClass.UNKNOWN}),
+        drift_since=since,
+        in_sync=not pending,
+        quarantined=quarantined,
+        after=list(group.after),
+    )
+
+
 def environment_views(
     store: StatusStore,
     snapshot: DesiredSnapshot | None,
@@ -198,35 +247,31 @@ def environment_views(
         groups: list[GroupView] = []
         hosts: list[HostApp] = []
         if environment is not None:
-            recorded = store.recorded_versions(name)
-            rows = canary.drift(environment, recorded)
+            states = drift_model.host_states(
+                environment,
+                store.recorded_versions(name),
+                store.observed(name),
+                store.drift_marks(name),
+                unobserved={g.name for g in environment.groups.values() if g.observe is None},
+            )
             for group in environment.groups.values():
-                mine = [r for r in rows if r.group == group.name]
-                drifted = {r.host for r in mine}
-                groups.append(
-                    GroupView(
-                        name=group.name,
-                        apps=dict(group.apps),
-                        hosts=len(group.hosts),
-                        drifted_hosts=len(drifted),
-                        drift={app: sum(1 for r in mine if r.app == app) for app in group.apps},
-                        in_sync=not drifted,
-                        quarantined=(name, group.name) in held,
-                        after=list(group.after),
-                    )
-                )
+                mine = [s for s in states if s.group == group.name]
+                groups.append(_group_view(group, mine, (name, group.name) in held))
                 if with_hosts:
                     hosts.extend(
                         HostApp(
-                            group=group.name,
-                            host=host,
-                            app=app,
-                            desired=version,
-                            deployed=recorded.get((host, app)),
-                            in_sync=recorded.get((host, app)) == version,
+                            group=s.group,
+                            host=s.host,
+                            app=s.app,
+                            desired=s.desired,
+                            deployed=s.recorded,
+                            in_sync=s.recorded == s.desired,
+                            observed=s.observed,
+                            observed_at=s.observed_at,
+                            drift=str(s.drift),
+                            flapping=s.flapping,
                         )
-                        for host in group.host_names
-                        for app, version in group.apps.items()
+                        for s in mine
                     )
         views.append(
             EnvironmentDetail(

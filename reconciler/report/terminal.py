@@ -4,24 +4,44 @@ Contract: every renderer takes the read model (``report.status``, ``report.histo
 rows, and an ``Output``: ``table`` fits an 80-column terminal by showing the essential
 columns and wrapping (never truncating) names and messages; ``wide`` adds every column;
 ``json`` prints the model itself (for ``status`` and ``history`` the same JSON as the API).
-Used by the CLI and the demo.
+Used by the CLI and the demo, through ``SafeConsole``: a rich console that shows control
+characters in whatever it prints as escapes (``support.text``), so a commit subject, a Git
+error or a daemon's answer can never drive the terminal.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderableType
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
-from reconciler.plan.canary import DriftRow, EnvironmentPlan
+from reconciler.plan.canary import EnvironmentPlan
+from reconciler.plan.observed import HostAppState
 from reconciler.report.history import Rollout
 from reconciler.report.status import StatusView
+from reconciler.states import DriftClass, ObservationStatus
+from reconciler.support.text import escape_controls
+
+
+class SafeConsole(Console):
+    """A console whose printed text never carries control characters of its own (rich's
+    styling, which it emits itself, is unaffected)."""
+
+    def render(
+        self, renderable: RenderableType, options: ConsoleOptions | None = None
+    ) -> Iterable[Segment]:
+        for segment in super().render(renderable, options):
+            if segment.control or not segment.text:
+                yield segment
+            else:
+                yield Segment(escape_controls(segment.text), segment.style)
 
 
 class Output(StrEnum):
@@ -207,7 +227,32 @@ def _state_style(state: str) -> str:
 # ------------------------------------------------------------------------------ diff and plan
 
 
-def diff(console: Console, rows: Sequence[DriftRow], commit: str | None, output: Output) -> None:
+def _explain(s: HostAppState) -> str:
+    """One host and app in words: its class, and the versions that make it so."""
+    seen = s.observed if s.observed is not None else "nothing known"
+    if s.observation is ObservationStatus.STOPPED:
+        seen = "nothing (the app is stopped)"
+    if s.drift is DriftClass.PENDING:
+        text = f"pending: recorded {s.recorded}, desired {s.desired}"
+    elif s.drift is DriftClass.NEW_HOST:
+        text = f"new_host: never deployed by reconciler, desired {s.desired}"
+    elif s.drift is DriftClass.OUT_OF_BAND:
+        text = f"out_of_band: runs {seen}, recorded and desired {s.desired}"
+    elif s.drift is DriftClass.UNKNOWN:
+        text = f"unknown: {s.observation or 'not observed yet'}, recorded {s.recorded}"
+    else:
+        text = f"in_sync: {s.desired}"
+    if s.drift is not DriftClass.UNKNOWN and s.observed_at is not None:
+        text += f" (observed {seen} at {when(s.observed_at)})"
+    if s.flapping:
+        text += " (flapping: not healed again until an operator acts)"
+    return text
+
+
+def diff(
+    console: Console, rows: Sequence[HostAppState], commit: str | None, output: Output
+) -> None:
+    """``rows``: the host/app pairs that are not in sync (every class but ``in_sync``)."""
     if output is Output.JSON:
         _json(
             console,
@@ -219,8 +264,13 @@ def diff(console: Console, rows: Sequence[DriftRow], commit: str | None, output:
                         "group": r.group,
                         "host": r.host,
                         "app": r.app,
+                        "class": str(r.drift),
                         "recorded": r.recorded,
+                        "observed": r.observed,
+                        "observed_at": r.observed_at,
                         "desired": r.desired,
+                        "since": r.since,
+                        "flapping": r.flapping,
                     }
                     for r in rows
                 ],
@@ -232,11 +282,21 @@ def diff(console: Console, rows: Sequence[DriftRow], commit: str | None, output:
         return
     if output is Output.WIDE:
         table = _table(
-            "environment", "group", "host", "app", "recorded", "desired",
-            title=f"diff at {short(commit)}",
+            "environment", "group", "host", "app", "class", "recorded", "observed", "desired",
+            "since", title=f"diff at {short(commit)}",
         )  # fmt: skip
         for r in rows:
-            table.add_row(r.environment, r.group, r.host, r.app, r.recorded or "none", r.desired)
+            table.add_row(
+                r.environment,
+                r.group,
+                r.host,
+                r.app,
+                str(r.drift) + (" (flapping)" if r.flapping else ""),
+                r.recorded or "none",
+                r.observed or "-",
+                r.desired,
+                when(r.since),
+            )
         console.print(table)
     else:
         console.print(f"diff at {short(commit)}")
@@ -245,11 +305,12 @@ def diff(console: Console, rows: Sequence[DriftRow], commit: str | None, output:
             if (r.environment, r.group) != where:
                 where = (r.environment, r.group)
                 console.print(Text(f"{r.environment}/{r.group}", style="bold"))
-            console.print(
-                Text(f"  {r.host}  {r.app}  {r.recorded or 'none'} -> ")
-                + Text(r.desired, style="bold")
-            )
-    console.print(f"{len(rows)} host/app pair(s) out of sync")
+            console.print(Text(f"  {r.host}  {r.app}  {_explain(r)}"))
+    drifted = sum(1 for r in rows if r.drift.drifted)
+    console.print(
+        f"{drifted} host/app pair(s) out of sync"
+        + (f", {len(rows) - drifted} unknown" if len(rows) > drifted else "")
+    )
 
 
 def plan(

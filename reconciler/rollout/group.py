@@ -1,13 +1,14 @@
 """Progressive delivery of one group: canary steps, health gates, bake, rollback, revert.
 
 Contract (``GroupRollout.run``); every decision comes from ``plan.policy``, this module executes:
-* Each planned step is journalled (``running``) before its playbook runs and again when it ends,
-  with per-host results and gate results (each labelled with its checkpoint: after the step,
-  after the bake, after a rollback). Hosts whose playbook run succeeded are recorded as deployed
-  at once (the store always tells what hosts run).
+* Each planned step runs through ``rollout.steps`` (journalled before and after, unreachable
+  hosts retried with backoff, every success recorded as deployed at once); gate results are
+  journalled with their checkpoint (after the step, after the bake, after a rollback), and what
+  the step's hosts run is observed after its gates.
 * A step fails when more hosts fail than ``max_failed_hosts`` tolerates, or when a health gate
   fails on the step's successful hosts (after the step, and again after ``bake``).
-* On failure every host this rollout touched goes back to its last good versions through the
+* On failure every host this rollout touched (a host it never reached is not touched) goes
+  back to its last good versions through the
   same playbook (phase ``rollback``), the gates are checked on them, the rollout is recorded as
   ``rolled_back`` (``failed`` if the rollback itself failed) with the reason, the group's desired
   versions are quarantined, and a revert commit is pushed; once pushed, ``on_reverted`` is
@@ -15,6 +16,9 @@ Contract (``GroupRollout.run``); every decision comes from ``plan.policy``, this
   touched.
 * A rollout through every step ends ``succeeded``, or ``degraded`` when hosts failed within
   ``max_failed_hosts`` (the group outcome says ``degraded`` too).
+* A self-heal rollout (``trigger=SELF_HEAL``: hosts that run something else than reconciler
+  deployed, redeployed to what Git and the record say) that fails ends ``failed``: there is
+  nothing to roll back to and nothing to revert in Git; the reconcile keeps it from looping.
 * ``cancel`` (a ``StopRequest``: newer commit or shutdown) stops between steps and during
   gates/bake: the step in progress finishes, nothing is rolled back, the rollout ends
   ``superseded`` or ``interrupted``.
@@ -32,21 +36,21 @@ import dataclasses
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import structlog
 
 from reconciler import content
 from reconciler.desired.messages import RevertRequest
 from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host
-from reconciler.edges.ansible import PlaybookRun, RunResult
+from reconciler.edges.ansible import RunResult
 from reconciler.edges.gates import GateResult, GateTarget
 from reconciler.plan import policy
 from reconciler.plan.canary import GroupPlan, Step
 from reconciler.plan.outcomes import GroupOutcome, RevertOutcome
-from reconciler.record import DeployedVersion, QuarantineRecord, RolloutRecord, StepRecord
+from reconciler.record import QuarantineRecord, RolloutRecord
+from reconciler.rollout.playbooks import Deployment
 from reconciler.rollout.ports import Adapters, StopRequest
+from reconciler.rollout.steps import StepRunner
 from reconciler.settings import ExecutionSettings
 from reconciler.states import (
     GateCheckpoint,
@@ -54,21 +58,12 @@ from reconciler.states import (
     Phase,
     PushStatus,
     RolloutState,
+    RolloutTrigger,
     RunOutcome,
-    StepState,
     StopReason,
 )
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """What the rollout deploys: snapshot root, commit, and the run id it belongs to."""
-
-    root: Path
-    commit: str
-    run_id: str
 
 
 class _Stop(Exception):
@@ -93,6 +88,7 @@ class GroupRollout:
         cancel: StopRequest | None = None,
         abort: threading.Event | None = None,
         on_reverted: Callable[[], None] | None = None,
+        trigger: RolloutTrigger = RolloutTrigger.CHANGE,
     ) -> None:
         self.a = adapters
         self.execution = execution
@@ -102,11 +98,16 @@ class GroupRollout:
         self.cancel = cancel or StopRequest()
         self.abort = abort
         self.on_reverted = on_reverted
+        self.trigger = trigger
         self.rollout_id = uuid.uuid4().hex[:16]
         self.touched: list[str] = []
         self.changed: list[str] = []
         self.failures: dict[str, str] = {}
         self._left_running = False
+        self.steps = StepRunner(
+            adapters, execution, environment, group, deployment, self.rollout_id,
+            cancel=self.cancel, abort=abort,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ entry
     def run(self, plan: GroupPlan) -> GroupOutcome:
@@ -123,12 +124,21 @@ class GroupRollout:
                 "",
                 started,
                 None,
+                self.trigger,
             )
         )
         outcome: GroupOutcome | None = None
         with structlog.contextvars.bound_contextvars(
             group=self.group.name, rollout_id=self.rollout_id
         ):
+            shadowed = content.shadowed_roles(self.deployment.root)
+            if shadowed:
+                log.warning(
+                    "repository_role_shadows_shipped",
+                    roles=list(shadowed),
+                    playbook=self.group.playbook,
+                    used="shipped" if content.is_shipped(self.group.playbook) else "repository",
+                )
             try:
                 outcome = self._forward(plan)
             except _Stop as stop:
@@ -149,17 +159,23 @@ class GroupRollout:
         apps = dict(self.group.apps)
         for step in plan.steps:
             self._check_stop()
-            result = self._play(Phase.DEPLOY, step, len(plan.steps), apps)
+            result = self.steps.play(Phase.DEPLOY, step, len(plan.steps), apps)
             if result.outcome is RunOutcome.CANCELED:
                 return self._aborted(step)
-            self.touched.extend(step.hosts)
+            statuses = {h: r.status for h, r in result.hosts.items()}
+            self.touched.extend(policy.reached(step.hosts, statuses))
             self.changed.extend(result.succeeded())
             step_failures = _failures(result)
             self.failures.update(step_failures)
             reason = policy.playbook_failure(step, step_failures, self.group.rollout)
             if reason is None:
                 reason = self._gate_step(step, result)
+            self.steps.observe([h for h in self.group.hosts if h.name in set(self.touched)])
             if reason is not None:
+                if self.trigger is RolloutTrigger.SELF_HEAL:
+                    return self._finish(
+                        RolloutState.FAILED, GroupState.FAILED, f"self-heal failed: {reason}"
+                    )
                 return self._roll_back(plan, reason)
         state, group_state, reason = policy.finished(self.failures)
         return self._finish(state, group_state, reason)
@@ -238,90 +254,6 @@ class GroupRollout:
         )
 
     # ------------------------------------------------------------------ steps
-    def _play(self, phase: Phase, step: Step, total: int, apps: Mapping[str, str]) -> RunResult:
-        """Journal the step, run the playbook on its hosts, record what succeeded."""
-        store, reporter = self.a.store, self.a.reporter
-        intent = StepRecord(
-            self.rollout_id, phase, step.index, step.percent, step.hosts, StepState.RUNNING,
-            {}, [], "", self.a.clock(), None,
-        )  # fmt: skip
-        store.journal_step(intent)
-        reporter.step_started(self.environment.name, self.group.name, phase, step, total)
-        log.info("step_started", phase=str(phase), step=step.index, hosts=list(step.hosts))
-        result = self.a.runner.run(self._playbook_run(phase, step, apps), cancel=self.abort)
-        now = self.a.clock()
-        store.record_deployed(
-            [
-                DeployedVersion(
-                    self.environment.name,
-                    host,
-                    app,
-                    version,
-                    self.group.name,
-                    self.deployment.commit,
-                    self.rollout_id,
-                    now,
-                )
-                for host in result.succeeded()
-                for app, version in apps.items()
-            ]
-        )
-        if result.outcome is RunOutcome.CANCELED:
-            state = StepState.INTERRUPTED
-        else:
-            state = StepState.FAILED if result.failed() else StepState.SUCCEEDED
-        store.journal_step(
-            dataclasses.replace(
-                intent,
-                state=state,
-                host_results={
-                    h: {"status": str(r.status), "changed": r.changed, "message": r.message}
-                    for h, r in result.hosts.items()
-                },
-                run_dir=str(result.run_dir),
-                finished_at=now,
-            )
-        )
-        reporter.step_finished(self.environment.name, self.group.name, phase, step, result)
-        log.info(
-            "step_finished",
-            phase=str(phase),
-            step=step.index,
-            outcome=str(result.outcome),
-            succeeded=len(result.succeeded()),
-            failed=len(result.failed()),
-            seconds=round(result.duration_s, 2),
-        )
-        return result
-
-    def _playbook_run(self, phase: Phase, step: Step, apps: Mapping[str, str]) -> PlaybookRun:
-        execution = self.execution
-        envvars = {
-            "ANSIBLE_FORKS": str(min(execution.forks, max(1, len(step.hosts)))),
-            "ANSIBLE_PIPELINING": str(execution.pipelining),
-        }
-        if execution.private_key_file:
-            envvars["ANSIBLE_PRIVATE_KEY_FILE"] = str(execution.private_key_file)
-        envvars.update(execution.extra_envvars)
-        root = self.deployment.root
-        roles = tuple(p for p in (root / "roles", content.roles_dir()) if p.is_dir())
-        return PlaybookRun(
-            playbook=content.playbook_path(root, self.group.playbook),
-            inventory=(root / self.environment.inventory).resolve(),
-            hosts=step.hosts,
-            extra_vars={
-                "reconciler_apps": dict(apps),
-                "reconciler_environment": self.environment.name,
-                "reconciler_group": self.group.name,
-                "reconciler_commit": self.deployment.commit,
-                "reconciler_rollout_id": self.rollout_id,
-            },
-            timeout_s=self.group.timeout_s,
-            roles_path=roles,
-            envvars=envvars,
-            label=f"{self.environment.name}-{self.group.name}-{phase}{step.index}",
-        )
-
     def _gates(
         self,
         phase: Phase,
@@ -381,7 +313,7 @@ class GroupRollout:
         rollback_failed: list[str] = []
         for index, batch in enumerate(batches, start=1):
             step = Step(index=index, percent=0, cohort_size=len(batch.hosts), hosts=batch.hosts)
-            result = self._play(Phase.ROLLBACK, step, len(batches), batch.versions)
+            result = self.steps.play(Phase.ROLLBACK, step, len(batches), batch.versions)
             rollback_failed.extend(result.failed())
             succeeded = set(result.succeeded())
             back = [h for h in self.group.hosts if h.name in succeeded]
@@ -393,6 +325,7 @@ class GroupRollout:
             if failure is not None and not self.cancel.is_set():
                 rollback_failed.extend(h.name for h in back)
                 reason += f"; after rollback: {failure}"
+            self.steps.observe([h for h in self.group.hosts if h.name in set(batch.hosts)])
         if no_previous:
             reason += (
                 f"; no last good version to restore on {', '.join(no_previous)}"

@@ -16,25 +16,29 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from reconciler.desired.messages import RevertRequest
+from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host
 from reconciler.edges.ansible import Runner, RunResult
 from reconciler.edges.gates import GateChecker, GateResult
 from reconciler.edges.git import PushResult
 from reconciler.plan.canary import Step
 from reconciler.plan.outcomes import EnvironmentOutcome, GroupOutcome
-from reconciler.record import StateStore
+from reconciler.record import ObservedVersion, StateStore
 from reconciler.source.refresh import DesiredSnapshot
 from reconciler.states import GateCheckpoint, Phase, StopReason
 
 __all__ = [
     "Adapters",
+    "ObserverPort",
     "Reporter",
     "Reverter",
     "SilentReporter",
     "SourceStage",
     "StopRequest",
+    "VersionReader",
 ]
 
 
@@ -53,6 +57,28 @@ class Reverter(Protocol):
     """Pushes the revert commit of a rolled back group (``edges.git`` write-back)."""
 
     def revert_rollout(self, request: RevertRequest) -> PushResult: ...
+
+
+class VersionReader(Protocol):
+    """Reads a version over HTTP for ``observe: {http: ...}`` (``edges.gates.versions``)."""
+
+    def read(self, url: str, *, timeout: float) -> tuple[bool, str, str]:
+        """(answered, body, detail); answered False when nothing answered."""
+        ...
+
+
+class ObserverPort(Protocol):
+    """Looks at what hosts run (``rollout.observation.Observer``)."""
+
+    def observe(
+        self,
+        environment: EnvironmentDesired,
+        group: GroupDesired,
+        hosts: Sequence[Host],
+        root: Path,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> list[ObservedVersion]: ...
 
 
 class Reporter(Protocol):
@@ -141,3 +167,4 @@ class Adapters:
     reverter: Reverter | None = None
     reporter: Reporter = field(default_factory=SilentReporter)
     clock: Callable[[], float] = time.time
+    observer: ObserverPort | None = None

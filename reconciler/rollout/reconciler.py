@@ -4,11 +4,15 @@ Contract: ``Reconciler.reconcile_once()`` never raises for a bad commit, an unre
 a failed host; it returns a ``ReconcileResult`` and leaves the store telling what happened.
 * The desired state in force comes from the source stage (``source.refresh``): an invalid tip
   is rejected and the last valid commit stays in force; an unreachable remote too.
-* Per environment: stale quarantines are lifted first (the desired versions that failed are no
+* Per environment: hosts gone from the inventory are forgotten, what hosts run is looked at
+  when due and classified (``rollout.truth``: desired / recorded / observed); stale
+  quarantines are lifted (the desired versions that failed are no
   longer desired: a new commit, or our own revert is in force); suspended -> planned and
   reported, nothing changed; nothing to apply (in sync, or every drifted group held) -> no run
   recorded; otherwise groups roll out in ``after`` order (``rollout.environment``).
 * Only hosts whose playbook run succeeded are recorded as deployed.
+* Then, opt-in, out-of-band hosts of groups the reconcile left alone are healed (a rollout of
+  trigger ``self_heal``); never while suspended, outside a window or quarantined.
 * Every run row ends in a terminal state, even when the reconcile raises (then ``error``).
 * A revert pushed by a rollout becomes the commit in force at once (a refresh), and
   ``on_revert`` (the daemon) learns the new desired state of the environment.
@@ -27,11 +31,13 @@ import structlog
 
 from reconciler.desired.model import EnvironmentDesired
 from reconciler.plan import canary, policy
+from reconciler.plan.observed import HostAppState
 from reconciler.plan.outcomes import EnvironmentOutcome, GroupOutcome
 from reconciler.record import EnvironmentFields, RolloutRecord, RunRecord
 from reconciler.rollout import environment as groups
 from reconciler.rollout.group import Deployment, GroupRollout
 from reconciler.rollout.ports import Adapters, SourceStage, StopRequest
+from reconciler.rollout.truth import HostTruth
 from reconciler.settings import Settings
 from reconciler.source import facts
 from reconciler.source.refresh import DesiredSnapshot
@@ -67,6 +73,7 @@ class Reconciler:
         self.store = adapters.store
         self.clock = adapters.clock
         self.cancel = cancel or threading.Event()
+        self.truth = HostTruth(settings, lambda: self.adapters)
 
     def refresh(self, *, fetch: bool = True) -> DesiredSnapshot:
         return self.source.refresh(fetch=fetch)
@@ -91,7 +98,9 @@ class Reconciler:
         cancel: StopRequest | None = None,
         abort: threading.Event | None = None,
         on_revert: Callable[[DesiredSnapshot], None] | None = None,
+        observe: bool = False,
     ) -> EnvironmentOutcome:
+        """``observe``: look at every observed host first, whether due or not."""
         assert snapshot.commit is not None and snapshot.root is not None
         commit = snapshot.commit.sha
         started = self.clock()
@@ -99,7 +108,7 @@ class Reconciler:
             environment=environment.name, commit=commit[:12]
         )
         with bound, self.source.pinned(commit):
-            outcome = self._reconcile(environment, snapshot, cancel, abort, on_revert)
+            outcome = self._reconcile(environment, snapshot, cancel, abort, on_revert, observe)
         self.adapters.reporter.environment_finished(outcome, self.clock() - started)
         return outcome
 
@@ -110,8 +119,10 @@ class Reconciler:
         cancel: StopRequest | None,
         abort: threading.Event | None,
         on_revert: Callable[[DesiredSnapshot], None] | None,
+        observe: bool,
     ) -> EnvironmentOutcome:
         name, store = environment.name, self.store
+        states = self.truth.look(environment, snapshot, force=observe, cancel=cancel)
         recorded = store.recorded_versions(name)
         plan = canary.plan_environment(environment, recorded)
         quarantines = {q.group: q for q in store.quarantines(name)}
@@ -135,11 +146,58 @@ class Reconciler:
         held = policy.held_groups(
             environment, plan, quarantines, datetime.fromtimestamp(self.clock(), UTC)
         )
+        stop = cancel or StopRequest()
         if all(g.in_sync or g.group in held for g in plan.groups):
-            return self._unchanged(name, plan, held, snapshot.commit.sha if snapshot.commit else "")
-        return self._apply(
-            environment, plan, held, snapshot, cancel or StopRequest(), abort, on_revert
+            outcome = self._unchanged(
+                name, plan, held, snapshot.commit.sha if snapshot.commit else ""
+            )
+        else:
+            outcome = self._apply(environment, plan, held, snapshot, stop, abort, on_revert)
+        return self._heal(environment, snapshot, states, held, outcome, stop, abort)
+
+    def _heal(
+        self,
+        environment: EnvironmentDesired,
+        snapshot: DesiredSnapshot,
+        states: tuple[HostAppState, ...],
+        held: Mapping[str, GroupOutcome],
+        outcome: EnvironmentOutcome,
+        cancel: StopRequest,
+        abort: threading.Event | None,
+    ) -> EnvironmentOutcome:
+        """Self-heal out-of-band hosts (opt-in) in groups this reconcile left alone."""
+        busy = {g.group for g in outcome.groups if g.rollout_id is not None}
+        candidates = {**held, **{g: GroupOutcome(g, GroupState.WAITING) for g in busy}}
+        if cancel.is_set() or not any(
+            g.self_heal.enabled and g.name not in candidates for g in environment.groups.values()
+        ):
+            return outcome
+        name, store, run_id = environment.name, self.store, uuid.uuid4().hex
+        commit = snapshot.commit.sha if snapshot.commit else None
+        store.start_run(
+            RunRecord(run_id, name, commit, self.clock(), None, EnvironmentResult.RUNNING, {})
         )
+        healed = self.truth.heal(
+            environment, snapshot, states, candidates, run_id=run_id, cancel=cancel, abort=abort
+        )
+        if not healed:
+            store.finish_run(run_id, EnvironmentResult.IN_SYNC, self.clock(), {})
+            return outcome
+        groups = tuple(healed.get(g.group, g) for g in outcome.groups)
+        result = policy.environment_result(groups, applied=True)
+        summary = {g: {"state": str(o.state), "reason": o.reason} for g, o in healed.items()}
+        store.finish_run(run_id, result, self.clock(), summary)
+        store.update_environment(name, self.clock(), last_result=result)
+        return EnvironmentOutcome(name, result, groups)
+
+    def observe(
+        self, environment: EnvironmentDesired, snapshot: DesiredSnapshot
+    ) -> tuple[HostAppState, ...]:
+        """Look at what every observed host of the environment runs now (``reconciler
+        observe``), and classify it."""
+        assert snapshot.commit is not None
+        with self.source.pinned(snapshot.commit.sha):
+            return self.truth.look(environment, snapshot, force=True)
 
     def _unchanged(
         self,

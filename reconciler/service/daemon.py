@@ -15,7 +15,9 @@ Contract:
   then; explicit requests always fetch); the last valid desired state stays in force.
 * SIGTERM/SIGINT: stop taking work, let running playbook steps finish (``shutdown_grace``), then
   kill what still runs; the journal tells the next start what to resume. Exit 0.
-* Start: kill orphans of a killed predecessor, resume rollouts the journal shows unfinished.
+* Start: raise the soft open-files limit to the hard one (``service.resources``: the API's
+  connections must never take the descriptors Git and Ansible need), kill orphans of a killed
+  predecessor, resume rollouts the journal shows unfinished.
 * It is the API's ``Control``: status, environments and metrics are rendered from the status
   read model (``report.status``) over the desired state in force.
 """
@@ -43,7 +45,7 @@ from reconciler.report import status as read_model
 from reconciler.report.metrics import Metrics
 from reconciler.rollout.ports import StopRequest
 from reconciler.rollout.reconciler import Reconciler
-from reconciler.service import discovery, systemd_notify
+from reconciler.service import discovery, resources, systemd_notify
 from reconciler.service.leadership import StateDirLock
 from reconciler.service.triggers import Triggers
 from reconciler.settings import Settings
@@ -64,6 +66,7 @@ class _EnvironmentRun:
     cancel: StopRequest = field(default_factory=StopRequest)
     abort: threading.Event = field(default_factory=threading.Event)
     future: Future[None] | None = None
+    observe: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ class Daemon:
         self._state = threading.Condition()
         self._requested: set[str] | None = set()  # None: every environment
         self._forced_fetch = False
+        self._observe: set[str] | None = set()  # None: every environment
         self._running: dict[str, _EnvironmentRun] = {}
         self._pending: set[str] = set()
         self._finished: dict[str, _Finished] = {}
@@ -155,15 +159,25 @@ class Daemon:
             self.request_sync(environment, reason="resume", fetch=False)
 
     def request_sync(
-        self, environment: str | None = None, *, reason: str, fetch: bool = True
+        self,
+        environment: str | None = None,
+        *,
+        reason: str,
+        fetch: bool = True,
+        observe: bool = False,
     ) -> float:
-        """Ask for a fetch + reconcile; returns the monotonic time of the request."""
+        """Ask for a fetch + reconcile (``observe``: looking at every host first); returns the
+        monotonic time of the request."""
         now = time.monotonic()
         with self._state:
             if environment is None:
                 self._requested = None
             elif self._requested is not None:
                 self._requested.add(environment)
+            if observe and environment is None:
+                self._observe = None
+            elif observe and self._observe is not None:
+                self._observe.add(environment)  # type: ignore[arg-type]
             self._forced_fetch = self._forced_fetch or (fetch and reason != "poll")
         log.debug("sync_requested", reason=reason, environment=environment)
         self._wake.set()
@@ -210,6 +224,7 @@ class Daemon:
     # ------------------------------------------------------------------ main loop
     def run(self, serve: Callable[[Daemon], tuple[str, Callable[[], None]]] | None = None) -> int:
         """Run until SIGTERM/SIGINT; ``serve`` starts the API: returns its URL and stop."""
+        open_files = resources.raise_open_files()
         self.lock.acquire()
         stop_api: Callable[[], None] = lambda: None  # noqa: E731
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -227,7 +242,12 @@ class Daemon:
             self.ready.set()
             systemd_notify.ready()
             systemd_notify.status(self._status_line())
-            log.info("daemon_started", url=self.url, resumed=[r.id for r in resumed])
+            log.info(
+                "daemon_started",
+                url=self.url,
+                resumed=[r.id for r in resumed],
+                open_files_limit=open_files,
+            )
             self.request_sync(reason="start")
             self._loop()
         finally:
@@ -258,9 +278,12 @@ class Daemon:
             with self._state:
                 requested, self._requested = self._requested, set()
                 forced, self._forced_fetch = self._forced_fetch, False
-            self._cycle(requested, forced)
+                observe, self._observe = self._observe, set()
+            self._cycle(requested, forced, observe)
 
-    def _cycle(self, requested: set[str] | None, forced: bool) -> None:
+    def _cycle(
+        self, requested: set[str] | None, forced: bool, observe: set[str] | None = None
+    ) -> None:
         fetch = forced or time.monotonic() >= self._backoff_until
         try:
             snapshot = self.reconciler.refresh(fetch=fetch)
@@ -274,7 +297,8 @@ class Daemon:
             return
         for name, environment in snapshot.state.environments.items():
             if requested is None or name in requested:
-                self._dispatch(name, environment, snapshot)
+                look = observe is None or name in (observe or set())
+                self._dispatch(name, environment, snapshot, observe=look)
 
     def _note_source(self, snapshot: DesiredSnapshot) -> None:
         if snapshot.source_error:
@@ -290,7 +314,12 @@ class Daemon:
 
     # ------------------------------------------------------------------ environments
     def _dispatch(
-        self, name: str, environment: EnvironmentDesired, snapshot: DesiredSnapshot
+        self,
+        name: str,
+        environment: EnvironmentDesired,
+        snapshot: DesiredSnapshot,
+        *,
+        observe: bool = False,
     ) -> None:
         assert snapshot.commit is not None
         with self._state:
@@ -299,11 +328,14 @@ class Daemon:
             busy = self._running.get(name)
             if busy is not None:
                 self._pending.add(name)
+                if observe and self._observe is not None:
+                    self._observe.add(name)  # when the pending reconcile runs
                 if busy.environment != environment and not busy.cancel.is_set():
                     log.info("rollout_superseding", environment=name, by=snapshot.commit.sha[:12])
                     busy.cancel.request(StopReason.SUPERSEDED)
                 return
             run = _EnvironmentRun(environment, snapshot.commit.sha, time.monotonic())
+            run.observe = observe
             self._running[name] = run
             run.future = self._pool.submit(self._reconcile, name, run, snapshot)
 
@@ -319,7 +351,12 @@ class Daemon:
 
         try:
             outcome = self.reconciler.reconcile_environment(
-                run.environment, snapshot, cancel=run.cancel, abort=run.abort, on_revert=adopted
+                run.environment,
+                snapshot,
+                cancel=run.cancel,
+                abort=run.abort,
+                on_revert=adopted,
+                observe=run.observe,
             )
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -337,7 +374,11 @@ class Daemon:
             if again:
                 current = self.snapshot
                 if current and current.state and name in current.state.environments:
-                    self._dispatch(name, current.state.environments[name], current)
+                    with self._state:
+                        look = self._observe is not None and name in self._observe
+                        if look and self._observe is not None:
+                            self._observe.discard(name)
+                    self._dispatch(name, current.state.environments[name], current, observe=look)
 
     # ------------------------------------------------------------------ lifecycle
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:

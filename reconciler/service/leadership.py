@@ -1,16 +1,20 @@
 """Who may reconcile this state: one process per state dir (an exclusive ``flock``).
 
 ``StateDirLock`` is held for the life of the daemon (and by a foreground ``sync``); a second
-process gets ``AlreadyRunning`` naming the holder's pid. (With a shared PostgreSQL store,
+process gets ``AlreadyRunning`` naming the holder's pid. The state dir (and missing parents) is
+created 0700 and the lock file 0600, whatever the umask. (With a shared PostgreSQL store,
 per-environment leases take this role.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from pathlib import Path
 from typing import IO
+
+from reconciler.support import files
 
 
 class AlreadyRunning(RuntimeError):
@@ -25,8 +29,10 @@ class StateDirLock:
         self._handle: IO[str] | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        files.private_dir(self.path.parent)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        with contextlib.suppress(OSError):  # another owner's file: leave its mode alone
+            os.fchmod(fd, 0o600)
         handle = os.fdopen(fd, "r+", encoding="utf-8")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -7,25 +7,36 @@ tests that need fakes construct ``Reconciler`` / ``Adapters`` directly with thei
 
 from __future__ import annotations
 
+import functools
+import resource
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+
+import structlog
 
 from reconciler.desired import loading
 from reconciler.desired.inventories import InventoryReader
 from reconciler.edges.ansible import inventory
 from reconciler.edges.ansible.runner import PlaybookRunner
 from reconciler.edges.gates.checker import HealthChecker
+from reconciler.edges.gates.versions import HttpVersions
+from reconciler.edges.git.auth import GitAuth
 from reconciler.edges.git.reader import GitSource
 from reconciler.edges.git.writer import WriteBack
 from reconciler.record import StateStore
 from reconciler.record.sqlite import SqliteStateStore
-from reconciler.report import api, server
+from reconciler.rollout.observation import Observer
 from reconciler.rollout.ports import Adapters, Reverter
 from reconciler.rollout.reconciler import Reconciler
+from reconciler.service import resources
 from reconciler.service.daemon import Daemon
-from reconciler.settings import Settings
+from reconciler.settings import LimitsSettings, Settings
 from reconciler.source.refresh import DesiredSource
+from reconciler.support.redaction import redact
+
+log = structlog.get_logger(__name__)
 
 
 def inventory_reader(settings: Settings | None = None) -> InventoryReader:
@@ -50,14 +61,16 @@ def inventory_reader(settings: Settings | None = None) -> InventoryReader:
 def load_repository(
     root: Path,
     commit: str | None = None,
+    limits: LimitsSettings | None = None,
     *,
     settings: Settings | None = None,
     inventories: InventoryReader | None = None,
 ) -> loading.LoadResult:
     """Validate a desired-state work tree with the real (Ansible) inventory parser
-    (``inventories``, else ``inventory_reader(settings)``)."""
+    (``inventories``, else ``inventory_reader(settings)``), within the operator's ``limits``
+    (the defaults when None)."""
     reader = inventories if inventories is not None else inventory_reader(settings)
-    return loading.load_repository(root, inventories=reader, commit=commit)
+    return loading.load_repository(root, inventories=reader, commit=commit, limits=limits)
 
 
 def open_store(settings: Settings, *, read_only: bool = False) -> StateStore:
@@ -65,9 +78,57 @@ def open_store(settings: Settings, *, read_only: bool = False) -> StateStore:
     return SqliteStateStore.open(settings.database_path, read_only=read_only)
 
 
+def git_auth(settings: Settings) -> GitAuth:
+    """How git authenticates to ``source.url`` (one per configuration and process; see
+    ``edges.git.auth``). ``ValueError``/``OSError`` for an unusable configuration; a URL with
+    embedded credentials works but is warned about once."""
+    source = settings.source
+    return _git_auth(
+        source.url,
+        source.username,
+        source.password_file,
+        source.ssh_key_file,
+        source.known_hosts_file,
+    )
+
+
+@functools.cache
+def _git_auth(
+    url: str,
+    username: str | None,
+    password_file: Path | None,
+    ssh_key_file: Path | None,
+    known_hosts_file: Path | None,
+) -> GitAuth:
+    for path in (password_file, ssh_key_file, known_hosts_file):
+        if path is not None:
+            path.open("rb").close()  # readable now, or a clear error at start
+    auth = GitAuth(
+        url,
+        username=username,
+        password_file=password_file,
+        ssh_key_file=ssh_key_file,
+        known_hosts_file=known_hosts_file,
+    )
+    if auth.embedded:
+        log.warning(
+            "source_url_has_credentials",
+            url=redact(url),
+            hint="they are used, never stored in the clone; move the secret to "
+            "source.password_file (HTTPS) or source.ssh_key_file (SSH)",
+        )
+    return auth
+
+
 def git_source(settings: Settings) -> GitSource:
     """The Git reader: fetches and snapshots of the tracked branch."""
-    return GitSource(settings.source.url, settings.source.branch, settings.cache_dir)
+    return GitSource(
+        settings.source.url,
+        settings.source.branch,
+        settings.cache_dir,
+        max_tree_bytes=settings.limits.max_repository_bytes,
+        auth=git_auth(settings),
+    )
 
 
 def git_writer(settings: Settings, *, cancel: threading.Event | None = None) -> WriteBack:
@@ -81,6 +142,7 @@ def git_writer(settings: Settings, *, cancel: threading.Event | None = None) -> 
         author_name=settings.source.author_name,
         author_email=settings.source.author_email,
         cancel=cancel,
+        auth=git_auth(settings),
     )
 
 
@@ -90,7 +152,7 @@ def desired_source(settings: Settings, store: StateStore, *, record: bool) -> De
     return DesiredSource(
         git_source(settings),
         meta=store,
-        load=lambda root, sha: load_repository(root, sha, inventories=reader),
+        load=lambda root, sha: load_repository(root, sha, settings.limits, inventories=reader),
         record=record,
     )
 
@@ -110,19 +172,56 @@ def build(
         vault=settings.execution.vault_files,
     )
     reverter: Reverter = git_writer(settings, cancel=stopping)
+    observer = Observer(
+        runner, HttpVersions(), settings.execution, time.time, forks=settings.observation.forks
+    )
     return Reconciler(
         settings,
         source=source,
-        adapters=Adapters(store=store, runner=runner, checker=HealthChecker(), reverter=reverter),
+        adapters=Adapters(
+            store=store,
+            runner=runner,
+            checker=HealthChecker(),
+            reverter=reverter,
+            observer=observer,
+        ),
     )
 
 
 def serve(settings: Settings) -> Callable[[Daemon], tuple[str, Callable[[], None]]]:
-    """``Daemon.run``'s ``serve`` hook: the API on uvicorn, in a thread."""
+    """``Daemon.run``'s ``serve`` hook: the API on uvicorn, in a thread, within the limits of
+    ``api`` (connections capped to what the open-files limit leaves), warning when it listens
+    beyond loopback."""
 
     def start(daemon: Daemon) -> tuple[str, Callable[[], None]]:
-        return server.serve(
-            api.create_app(daemon, settings), settings.api.listen, settings.api.port
-        )
+        from reconciler.report import api, client, server  # the HTTP stack: daemons only
+
+        config = settings.api
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        connections = resources.api_connection_budget(config.max_connections, soft)
+        if connections < config.max_connections:
+            log.warning(
+                "api_connections_capped",
+                max_connections=config.max_connections,
+                capped_to=connections,
+                open_files_limit=soft,
+            )
+        limits = server.Limits(connections, config.read_timeout, config.keep_alive)
+        app = api.create_app(daemon, settings)
+        url, stop = server.serve(app, config.listen, config.port, limits)
+        if not client.is_loopback(config.listen):
+            log.warning(
+                "api_listens_beyond_loopback",
+                listen=config.listen,
+                port=config.port,
+                reads=(
+                    "need api.read_token_file's bearer token"
+                    if config.read_token_file
+                    else "open to anyone who can connect: set api.read_token_file"
+                ),
+                hint="serve it behind a TLS reverse proxy; webhooks and mutations are "
+                "authenticated, the bearer tokens travel in clear text without TLS",
+            )
+        return url, stop
 
     return start

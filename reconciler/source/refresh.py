@@ -5,8 +5,13 @@ Contract (``DesiredSource.refresh(fetch=True)``):
   validates the tip as a whole. A valid tip becomes the commit in force; a rejected tip leaves
   the last valid commit in force and is reported with its ``file:line`` problems; an
   unreachable remote leaves everything in force and is reported as the source error.
-* Never raises for what a commit contains or for a remote that fails: anything a commit's
-  content makes the loader raise rejects that commit (the problem names the error).
+* Never raises: a daemon starts and reports whatever its tip holds. Anything a commit's content
+  makes the loader raise rejects that commit (the problem names the error), and so does a tree
+  the Git edge refuses (``UnsafeTreeError``: a link escaping the repository, a nested ``.git``,
+  too many bytes): a problem of that commit, shown as its rejection, never as an outage. A
+  failing remote is the source error; an unforeseen failure keeps the last snapshot, with the
+  failure as its ``source_error``. Problems render terminal-safe and length-capped
+  (``desired.problems``).
 * ``record=True`` (the daemon, a foreground ``sync``) writes what happened to the store
   (``source.facts``) and logs ``commit_rejected`` once per rejected commit. ``record=False``
   (``diff``, ``plan``, ``status``) writes nothing anywhere: reads never change what the daemon
@@ -19,6 +24,7 @@ Contract (``DesiredSource.refresh(fetch=True)``):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -31,8 +37,9 @@ from typing import Protocol
 
 import structlog
 
-from reconciler.desired.loading import LoadResult, Problem
+from reconciler.desired.loading import LoadResult
 from reconciler.desired.model import DesiredState
+from reconciler.desired.problems import Problem
 from reconciler.edges.git import CommitInfo, SourceError, UnsafeTreeError
 from reconciler.source import facts
 
@@ -100,7 +107,13 @@ class DesiredSource:
     # ------------------------------------------------------------------ refresh
     def refresh(self, *, fetch: bool = True) -> DesiredSnapshot:
         with self._lock:
-            snapshot = self._refresh(fetch)
+            try:
+                snapshot = self._refresh(fetch)
+            except Exception as exc:  # the daemon's start-up refresh included: never raise
+                log.exception("refresh_failed")
+                error = f"refresh failed: {type(exc).__name__}: {exc}"[:500]
+                previous = self._current or DesiredSnapshot(None, None, None)
+                snapshot = dataclasses.replace(previous, source_error=error)
             self._current = snapshot
             return snapshot
 
@@ -125,7 +138,7 @@ class DesiredSource:
             root = self.reader.snapshot(valid_sha)
             result, error = self._validate(valid_sha)
             commit = self.reader.commit_info(valid_sha)
-        except (SourceError, ValueError) as exc:
+        except (SourceError, UnsafeTreeError, ValueError) as exc:  # e.g. limits lowered since
             return DesiredSnapshot(None, None, None, tip, problems, source_error or str(exc))
         if result is None or not result.ok:
             # The commit in force no longer loads (e.g. a cache wiped): nothing is in force.
@@ -155,10 +168,13 @@ class DesiredSource:
             return self._loaded[sha], ""
         try:
             root = self.reader.snapshot(sha)
-        except UnsafeTreeError as exc:
-            result = LoadResult(None, (Problem(".", 1, str(exc)),))
+        except UnsafeTreeError as exc:  # what the commit holds: a problem of that commit
+            result = LoadResult(None, (Problem(exc.path, 1, str(exc)),))
         except SourceError as exc:
             return None, str(exc)
+        except Exception as exc:  # unforeseen: reported like an outage, retried, never raised
+            log.exception("snapshot_failed", commit=sha)
+            return None, f"cannot read commit {sha[:12]}: {type(exc).__name__}: {exc}"[:500]
         else:
             try:
                 result = self.load(root, sha)

@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -119,9 +120,16 @@ class LocalFleet:
         link = self.app_root(host, app) / "current"
         return Path(os.readlink(link)).name if link.is_symlink() else None
 
+    def fact_file(self, host: str, app: str) -> Path:
+        return self.hosts_dir / host / "facts.d" / f"reconciler_{app.replace('-', '_')}.fact"
+
     def fact(self, host: str, app: str) -> dict[str, object] | None:
-        path = self.hosts_dir / host / "facts.d" / f"reconciler_{app.replace('-', '_')}.fact"
-        return json.loads(path.read_text()) if path.is_file() else None
+        """The local fact of ``app`` on ``host`` as Ansible's setup reads it, None when absent.
+
+        The shipped role installs an executable fact (its output is the fact); a plain file is
+        read as JSON.
+        """
+        return read_fact(self.fact_file(host, app))
 
     def pidfiles(self) -> list[Path]:
         return sorted(self.hosts_dir.glob("*/*/run/*.pid"))
@@ -148,6 +156,21 @@ class LocalFleet:
         for pid in pids:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def read_fact(path: Path) -> dict[str, object] | None:
+    """A local fact file as setup reads it: an executable's stdout, else the content (JSON)."""
+    if not path.is_file():
+        return None
+    if os.access(path, os.X_OK):
+        proc = subprocess.run([str(path)], capture_output=True, text=True, timeout=30, check=True)
+        text = proc.stdout
+    else:
+        text = path.read_text()
+    fact = json.loads(text)
+    if not isinstance(fact, dict):
+        raise ValueError(f"{path}: the fact is not a JSON object: {text[:200]!r}")
+    return fact
 
 
 def _alive(pid: int) -> bool:

@@ -11,6 +11,9 @@ The inventory (:meth:`SshFleet.write_inventory`) carries how to reach each host;
 (pipelining, ControlPersist) comes from :meth:`SshFleet.ansible_envvars`, which a reconciler
 config passes as ``execution.extra_envvars``. Artifacts, deploy roots and the apps' pidfiles are
 laid out as on :class:`~reconciler.demo.fleet.LocalFleet`, whose helpers this class inherits.
+
+Size: over 400 lines: test support that generates keys, configures and supervises one sshd per
+host, and writes their inventories; it is not part of the product's runtime.
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.testing.fleet import read_fact
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO_ROOT / "playbooks" / "deploy-app.yml"
 ROLES = REPO_ROOT / "roles"
@@ -97,9 +99,14 @@ class Host:
     def releases(self, app: str = "shop") -> set[str]:
         return {p.name for p in (self.app_root(app) / "releases").iterdir()}
 
-    def fact(self, app: str = "shop") -> dict[str, str]:
-        path = self.fact_dir / f"reconciler_{app.replace('-', '_')}.fact"
-        return json.loads(path.read_text())
+    def fact_file(self, app: str = "shop") -> Path:
+        return self.fact_dir / f"reconciler_{app.replace('-', '_')}.fact"
+
+    def fact(self, app: str = "shop") -> dict[str, object]:
+        """The app's local fact as setup reads it (the role installs an executable)."""
+        fact = read_fact(self.fact_file(app))
+        assert fact is not None, f"no fact file {self.fact_file(app)}"
+        return fact
 
 
 @dataclass

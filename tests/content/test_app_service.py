@@ -163,28 +163,38 @@ def test_switch_keeps_previous_and_pruning_removes_partial_unpacks_first(root: P
     assert link(root, "previous") == "releases/5"
 
 
-def test_record_writes_the_fact_only_when_it_changes(tmp_path: Path) -> None:
+def test_record_installs_the_executable_fact_only_when_it_changes(tmp_path: Path) -> None:
     fact = tmp_path / "facts.d" / "reconciler_shop.fact"
     argv = [
         sys.executable,
         str(HELPER),
         "record",
         "--name=shop",
-        "--version=1.0",
         f"--app-root={tmp_path}/shop",
+        "--manager=pidfile",
         f"--fact-file={fact}",
     ]
     answers = []
-    for extra in (["--check"], [], []):
+    for extra in (["--check"], [], [], ["--version=2.0"]):
         proc = subprocess.run(argv + extra, capture_output=True, text=True, timeout=30, check=True)
         answers.append(json.loads(proc.stdout)["changed"])
-        if extra:
+        if extra == ["--check"]:
             assert not fact.parent.exists()
-    assert answers == [True, True, False]
-    assert json.loads(fact.read_text()) == {
-        "app": "shop",
-        "version": "1.0",
-        "release_dir": f"{tmp_path}/shop/releases/1.0",
-    }
-    assert fact.stat().st_mode & 0o777 == 0o644
+    # The wrapper does not depend on the version: a later deploy leaves it alone.
+    assert answers == [True, True, False, False]
+    assert fact.stat().st_mode & 0o777 == 0o755
     assert fact.parent.stat().st_mode & 0o777 == 0o755
+    assert fact.read_text().startswith("#!/bin/sh\n")
+    run = subprocess.run([str(fact)], capture_output=True, text=True, timeout=30, check=True)
+    assert json.loads(run.stdout) == {
+        "app": "shop",
+        "manager": "pidfile",
+        "version": None,
+        "current": None,
+        "release_dir": None,
+        "running": False,
+        "pid": None,
+        "state": "stopped",
+        "reason": f"shop is not running: no live process started by app-service in "
+        f"{tmp_path}/shop/run/shop.pid",
+    }

@@ -183,13 +183,20 @@ def test_first_deploy_serves_the_version_on_every_host(web: Fleet, first: Run) -
         assert_serves(web, name, V1)
 
 
-def test_fact_file_records_the_running_release(web: Fleet, first: Run) -> None:
+def test_fact_file_reports_the_running_release(web: Fleet, first: Run) -> None:
     assert_ok(first, ["web1", "web2"])
     for host in web.hosts.values():
+        assert host.fact_file().stat().st_mode & 0o777 == 0o755  # an executable fact
         assert host.fact() == {
             "app": "shop",
+            "manager": "pidfile",
             "version": V1,
+            "current": V1,
             "release_dir": str(host.app_root() / "releases" / V1),
+            "running": True,
+            "pid": host.pid(),
+            "running_version": V1,
+            "state": "running",
         }
         marker = json.loads(
             (host.app_root() / "releases" / V1 / ".reconciler-release.json").read_text()
@@ -364,11 +371,14 @@ def test_an_app_without_a_port_runs_as_a_worker(mixed: tuple[Fleet, Future[Run]]
     fleet, future = mixed
     assert future.result().recap["good"]["failed"] == 0
     good = fleet.hosts["good"]
-    assert good.fact("shop-worker") == {
+    worker = good.fact("shop-worker")
+    assert {key: worker[key] for key in ("app", "version", "release_dir", "running")} == {
         "app": "shop-worker",
         "version": V1,
         "release_dir": str(good.app_root("shop-worker") / "releases" / V1),
+        "running": True,
     }
+    assert worker["pid"] == good.pid("shop-worker")
     assert (good.app_root("shop-worker") / "current" / "READY").is_file()
     assert good.pid("shop-worker") not in (None, good.pid("shop"))
 
@@ -408,6 +418,7 @@ def test_content_passes_ansible_lint_production() -> None:
             "--profile",
             "production",
             "playbooks/deploy-app.yml",
+            "playbooks/reconciler-observe.yml",
             "roles/deploy_app",
         ],
         cwd=REPO_ROOT,

@@ -24,6 +24,9 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
     name: (kind, frozenset(labels.split()))
     for name, kind, labels in (
         ("reconciler_drift_hosts", "gauge", "environment group app"),
+        ("reconciler_out_of_band_hosts", "gauge", "environment group app"),
+        ("reconciler_unknown_hosts", "gauge", "environment group"),
+        ("reconciler_drift_since_timestamp_seconds", "gauge", "environment group app"),
         ("reconciler_group_hosts", "gauge", "environment group"),
         ("reconciler_in_sync", "gauge", "environment group"),
         ("reconciler_desired_version_info", "gauge", "environment group app version"),
@@ -47,7 +50,7 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
 #: Label values the daemon uses, where expressions may match on them.
 LABEL_VALUES = {
     "result": {
-        "succeeded", "rolled_back", "failed", "superseded", "interrupted",  # rollouts
+        "succeeded", "degraded", "rolled_back", "failed", "superseded", "interrupted",  # rollouts
         "passed", "inconclusive",  # health checks (and "failed")
     },
     "check": {"http", "tcp", "command", "prometheus"},
@@ -149,6 +152,7 @@ def test_the_expected_alerts_exist_with_severity_and_annotations() -> None:
         "ReconcilerSourceTipRejected",
         "ReconcilerSourceStale",
         "ReconcilerDriftPersisting",
+        "ReconcilerOutOfBandDrift",
         "ReconcilerRolloutRolledBack",
         "ReconcilerRolloutFailed",
         "ReconcilerRevertCommitPushed",

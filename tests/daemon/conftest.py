@@ -48,7 +48,8 @@ class RunningDaemon:
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
 
     # -- process
-    def start(self) -> RunningDaemon:
+    def start(self, preexec: Callable[[], None] | None = None) -> RunningDaemon:
+        """Start it (``preexec`` runs in the child first: a umask, resource limits)."""
         self.starts += 1
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
@@ -57,6 +58,7 @@ class RunningDaemon:
             stdout=log,
             stderr=log,
             env={**os.environ, "COLUMNS": "250"},
+            preexec_fn=preexec,
         )
         log.close()
         wait_for(self.ready, 90, "the daemon to become ready")

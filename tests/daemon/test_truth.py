@@ -28,6 +28,12 @@ def cli(daemon, *args: str, env: dict[str, str] | None = None) -> subprocess.Com
     )
 
 
+def rollouts(metrics, result: str) -> float | None:
+    """reconciler_rollouts_total of prod/web with this result."""
+    labels = {"environment": "prod", "group": "web", "result": result}
+    return value(metrics, "reconciler_rollouts_total", **labels)
+
+
 def dump(database: Path) -> list[tuple]:
     """Every row of every table, read without writing."""
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
@@ -62,16 +68,7 @@ def test_after_its_own_revert_everything_says_the_revert_is_in_force(converged):
     assert value(metrics, "reconciler_desired_version_info", **shop, version="1.0.0") == 1
     assert value(metrics, "reconciler_desired_version_info", **shop, version="1.2.0") is None
     assert value(metrics, "reconciler_quarantined", environment="prod", group="web") == 0
-    assert (
-        value(
-            metrics,
-            "reconciler_rollouts_total",
-            environment="prod",
-            group="web",
-            result="rolled_back",
-        )
-        == 1
-    )
+    assert rollouts(metrics, "rolled_back") == 1
     assert value(metrics, "reconciler_revert_commits_total", environment="prod") == 1
     diff = cli(daemon, "diff")
     assert diff.returncode == 0, diff.stdout + diff.stderr
@@ -102,22 +99,8 @@ def test_tolerated_failures_are_degraded_in_history_api_and_metrics(converged):
     [rollout] = [r for r in daemon.rollouts() if r["apps"] == {"shop": "1.1.0"}]
     assert rollout["state"] == "degraded" and "web-02" in rollout["reason"]
     metrics = samples(daemon.get("/metrics").text)
-    assert (
-        value(
-            metrics, "reconciler_rollouts_total", environment="prod", group="web", result="degraded"
-        )
-        == 1
-    )
-    assert (
-        value(
-            metrics,
-            "reconciler_rollouts_total",
-            environment="prod",
-            group="web",
-            result="succeeded",
-        )
-        == 1
-    )
+    assert rollouts(metrics, "degraded") == 1
+    assert rollouts(metrics, "succeeded") == 1
     history = cli(daemon, "history", "--env", "prod", "-o", "json")
     assert history.returncode == 0, history.stderr
     assert '"state": "degraded"' in history.stdout

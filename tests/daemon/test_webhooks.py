@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.daemon.conftest import SECRETS, TOKEN, wait_for
@@ -64,7 +65,23 @@ def test_bad_deliveries_get_their_status_and_trigger_nothing(setup, make_daemon)
     malformed = b'{"ref": "refs/heads/main", '
     huge = json.dumps({"ref": "refs/heads/main", "pad": "x" * 70000}).encode()
     gh = {"X-GitHub-Event": "push"}
+    # signed, so they pass authentication, and still not a push: 400 each, never a 500
+    signed_invalid = [
+        b'{"ref": "refs/heads/main", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"ref": "refs/heads/main", "n": ' + b"9" * 5000 + b"}",
+        b'{"ref": "refs/heads/main", "after": {"sha": 1}}',
+        b'{"ref": 1e999}',
+    ]
     cases = [
+        *(
+            (
+                "github",
+                body,
+                {**gh, "X-Hub-Signature-256": "sha256=" + _sign(SECRETS["github"], body)},
+                400,
+            )
+            for body in signed_invalid
+        ),
         ("github", push, {**gh, "X-Hub-Signature-256": "sha256=" + "0" * 64}, 401),
         ("github", push, gh, 401),
         ("github", push, {**gh, "X-Hub-Signature-256": "sha256=" + _sign("wrong", push)}, 401),
@@ -114,7 +131,7 @@ def test_bad_deliveries_get_their_status_and_trigger_nothing(setup, make_daemon)
     metrics = daemon.get("/metrics").text
     assert 'reconciler_webhooks_total{provider="github",result="unauthorized"} 3.0' in metrics
     assert 'reconciler_webhooks_total{provider="github",result="too_large"} 1.0' in metrics
-    assert 'reconciler_webhooks_total{provider="github",result="invalid"} 1.0' in metrics
+    assert 'reconciler_webhooks_total{provider="github",result="invalid"} 5.0' in metrics
     # Then a good GitLab and Gitea delivery each trigger.
     gitlab = daemon.webhook(
         "gitlab", push, {"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": SECRETS["gitlab"]}
@@ -126,6 +143,19 @@ def test_bad_deliveries_get_their_status_and_trigger_nothing(setup, make_daemon)
         "gitea", push, {"X-Gitea-Event": "push", "X-Gitea-Signature": _sign(SECRETS["gitea"], push)}
     )
     assert gitea.status_code == 202, gitea.text
+    # GitHub's default delivery: form-encoded, payload=<json>, signed over the raw body
+    form = b"payload=" + urllib.parse.quote_from_bytes(push).encode()
+    github_form = daemon.webhook(
+        "github",
+        form,
+        {
+            **gh,
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Hub-Signature-256": "sha256=" + _sign(SECRETS["github"], form),
+        },
+    )
+    assert github_form.status_code == 202, github_form.text
+    assert _webhook_sync_requests(daemon)[-1]["reason"] == "webhook:github"
     logged = daemon.log_path.read_text()
     for secret in (*SECRETS.values(), TOKEN):
         assert secret not in logged, "a secret reached the log"

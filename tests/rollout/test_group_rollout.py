@@ -274,3 +274,24 @@ def test_a_revert_not_pushed_is_pending_and_not_adopted(store, status):
     outcome = engine.run(canary.plan_group("prod", g, on_v1()))
     assert adopted == [] and outcome.revert_text.startswith(f"pending ({status})")
     assert dataclasses.replace(outcome.revert, detail="x").status is status
+
+
+def test_a_repository_role_named_like_a_shipped_one_is_not_used_and_is_reported(store, tmp_path):
+    from structlog.testing import capture_logs
+
+    from reconciler import content
+
+    repo = tmp_path / "repo"
+    (repo / "roles" / "deploy_app").mkdir(parents=True)
+    seen = []
+    runner = FakeRunner(before=lambda run: seen.append(run.roles_path))
+    adapters = Adapters(store, runner, FakeChecker(), None, SilentReporter())
+    g = group("2")
+    engine = GroupRollout(
+        adapters, ExecutionSettings(), environment(g), g, Deployment(repo, "c0ffee", "r1")
+    )
+    with capture_logs() as logs:
+        engine.run(canary.plan_group("prod", g, on_v1()))
+    assert seen and all(path == (content.roles_dir(), repo / "roles") for path in seen)
+    warned = [e for e in logs if e["event"] == "repository_role_shadows_shipped"]
+    assert warned and warned[0]["roles"] == ["deploy_app"] and warned[0]["used"] == "shipped"

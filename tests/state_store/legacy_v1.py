@@ -165,12 +165,28 @@ def populate(db: sqlite3.Connection) -> None:
     db.execute("COMMIT")
 
 
+V1_COLUMNS = {
+    "rollouts": [
+        "id", "run_id", "environment", "grp", "commit_sha", "apps", "state", "reason",
+        "started_at", "finished_at",
+    ],
+    "rollout_steps": [
+        "rollout_id", "phase", "step_index", "percent", "hosts", "state", "host_results",
+        "gate_results", "run_dir", "started_at", "finished_at",
+    ],
+}  # fmt: skip
+
+
 def dump(path: Path) -> dict[str, list[tuple[object, ...]]]:
-    """Every row of every v1 table, in a stable order (to compare before and after)."""
+    """Every row of every v1 table (its v1 columns: later migrations add some), in a stable
+    order (to compare before and after)."""
     db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
         return {
-            table: sorted(db.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
+            table: sorted(
+                db.execute(f"SELECT {', '.join(V1_COLUMNS.get(table, ['*']))} FROM {table}"),
+                key=repr,
+            )
             for table in (
                 "deployed", "runs", "rollouts", "rollout_steps", "environments", "quarantine",
                 "meta",

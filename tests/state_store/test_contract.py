@@ -14,7 +14,14 @@ from reconciler.record import (
     RunRecord,
     StepRecord,
 )
-from reconciler.states import EnvironmentResult, Phase, RolloutState, StepState
+from reconciler.states import (
+    EnvironmentResult,
+    ObservationStatus,
+    Phase,
+    RolloutState,
+    RolloutTrigger,
+    StepState,
+)
 
 
 def run(id="run1", env="prod", started=1.0, result="running", finished=None, summary=None):
@@ -27,13 +34,14 @@ def rollout(id="ro1", env="prod", started=1.0, state="running", run_id="run1", g
 
 def step(rollout_id="ro1", phase="deploy", index=1, state="running", started=2.0, **changes):
     fields = dict(
-        percent=10, hosts=("h1",), host_results={}, gate_results=[], run_dir="", finished=None
-    )
+        percent=10, hosts=("h1",), host_results={}, gate_results=[], run_dir="", finished=None,
+        attempts=(),
+    )  # fmt: skip
     fields.update(changes)
     return StepRecord(
         rollout_id, phase, index, fields["percent"], fields["hosts"], state,
         fields["host_results"], fields["gate_results"], fields["run_dir"], started,
-        fields["finished"],
+        fields["finished"], fields["attempts"],
     )  # fmt: skip
 
 
@@ -382,3 +390,56 @@ def test_two_stores_on_one_database_see_each_others_writes(backend):
     cli.update_environment("prod", 1.0, suspended=True)
     assert cli.rollout("ro1").state == "running"
     assert daemon.environment_status("prod").suspended is True
+
+
+# ------------------------------------------------------------------ observed state (issue 12)
+def observed(host="h1", app="shop", version="1.0", status="ok", at=5.0, env="prod"):
+    return record.ObservedVersion(env, host, app, version, status, "", at)
+
+
+def test_observations_upsert_per_host_and_app(store):
+    store.record_observed([observed(version="1.0", at=5.0), observed("h2", status="unreachable")])
+    store.record_observed([observed(version="1.1", at=6.0)])
+    found = store.observed("prod")
+    assert set(found) == {("h1", "shop"), ("h2", "shop")}
+    assert (found[("h1", "shop")].version, found[("h1", "shop")].observed_at) == ("1.1", 6.0)
+    assert found[("h2", "shop")].status is ObservationStatus.UNREACHABLE
+    assert store.observed("staging") == {}
+
+
+def test_drift_marks_replace_the_environments_marks(store):
+    first = [
+        record.DriftMark("prod", "h1", "shop", 10.0, None, False),
+        record.DriftMark("prod", "h2", "shop", 11.0, 12.0, True),
+    ]
+    store.set_drift_marks("prod", first)
+    store.set_drift_marks("staging", [record.DriftMark("staging", "s1", "shop", 1.0, None, False)])
+    assert store.drift_marks("prod") == {("h1", "shop"): first[0], ("h2", "shop"): first[1]}
+    store.set_drift_marks("prod", first[1:])
+    assert list(store.drift_marks("prod")) == [("h2", "shop")]
+    assert list(store.drift_marks("staging")) == [("s1", "shop")], "other environments kept"
+
+
+def test_forget_hosts_drops_every_row_of_those_hosts(store):
+    store.record_deployed([deployed("h1"), deployed("h2")])
+    store.record_observed([observed("h1"), observed("h2")])
+    store.set_drift_marks("prod", [record.DriftMark("prod", "h1", "shop", 1.0, None, False)])
+    store.forget_hosts("prod", ["h1"])
+    assert set(store.recorded_versions("prod")) == {("h2", "shop")}
+    assert set(store.observed("prod")) == {("h2", "shop")}
+    assert store.drift_marks("prod") == {}
+
+
+def test_rollout_trigger_and_step_attempts_round_trip(store):
+    store.start_run(run())
+    base = rollout()
+    store.start_rollout(
+        RolloutRecord(*[getattr(base, f) for f in ("id", "run_id", "environment", "group",
+                      "commit", "apps", "state", "reason", "started_at", "finished_at")],
+                      RolloutTrigger.SELF_HEAL)
+    )  # fmt: skip
+    attempts = [{"attempt": 1, "unreachable": ["h1"]}, {"attempt": 2, "unreachable": []}]
+    store.journal_step(step(attempts=attempts))
+    assert store.rollout("ro1").trigger is RolloutTrigger.SELF_HEAL
+    assert list(store.steps("ro1")[0].attempts) == attempts
+    assert rollout().trigger is RolloutTrigger.CHANGE, "the default"

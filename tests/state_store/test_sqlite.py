@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import record
+from reconciler.record import migrations
 from reconciler.record.sqlite import SqliteStateStore
 from reconciler.states import EnvironmentResult, Phase, RolloutState, StepState
 
@@ -128,19 +129,20 @@ def test_a_first_release_database_is_adopted_as_migration_1_without_data_loss(tm
         assert store.get_meta("last_valid_commit") == "c2"
     assert legacy_v1.dump(path) == rows_before
     db = sqlite3.connect(path)
-    assert db.execute("SELECT version, name FROM schema_migrations").fetchall() == [(1, "initial")]
+    applied = db.execute("SELECT version, name FROM schema_migrations ORDER BY version")
+    shipped = [(m.version, m.name) for m in migrations.available("sqlite")]
+    assert applied.fetchall() == shipped and shipped[0] == (1, "initial")
     db.close()
-    assert user_version(path) == 1
+    assert user_version(path) == shipped[-1][0]
     SqliteStateStore.open(tmp_path / "fresh.db").close()
     assert schema(path) == schema(tmp_path / "fresh.db")  # 0001 is exactly the v1 schema
 
 
-def test_a_first_release_database_reads_without_being_adopted(tmp_path):
+def test_a_first_release_database_is_not_adopted_by_a_read(tmp_path):
     path = legacy_database(tmp_path / "state.db")
     before = path.read_bytes()
-    with SqliteStateStore.open(path, read_only=True) as store:
-        assert store.rollout("ro1").state is RolloutState.ROLLED_BACK
-        assert store.environment_status("staging").last_result is None
+    with pytest.raises(record.StoreError, match="start the daemon"):
+        SqliteStateStore.open(path, read_only=True)
     assert path.read_bytes() == before
     db = sqlite3.connect(path)
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -158,13 +160,14 @@ def test_a_legacy_version_beyond_the_code_is_refused(tmp_path):
             SqliteStateStore.open(path, read_only=read_only)
 
 
-def test_the_first_release_still_reads_what_this_code_writes(tmp_path):
+def test_the_first_release_refuses_what_a_newer_schema_wrote(tmp_path):
     path = tmp_path / "state.db"
     with SqliteStateStore.open(path) as store:
         store.set_meta("last_valid_commit", "c9")
-    db = legacy_v1.connect(path)  # its version check passes: user_version is 1
-    assert [tuple(r) for r in db.execute("SELECT value FROM meta")] == [("c9",)]
-    db.close()
+    newest = migrations.available("sqlite")[-1].version
+    assert newest > 1
+    with pytest.raises(legacy_v1.StoreError, match=f"schema {newest} is newer"):
+        legacy_v1.connect(path)  # a downgrade never writes into a schema it does not know
 
 
 def test_user_version_follows_migrations_so_the_first_release_refuses_newer(tmp_path, monkeypatch):
@@ -172,7 +175,7 @@ def test_user_version_follows_migrations_so_the_first_release_refuses_newer(tmp_
     SqliteStateStore.open(path).close()
     newest = add_migrations(monkeypatch, ("test_extra", "CREATE TABLE test_extra (x INTEGER);"))
     SqliteStateStore.open(path).close()
-    assert user_version(path) == newest == 2
+    assert user_version(path) == newest == migrations.available("sqlite")[-1].version
     with pytest.raises(legacy_v1.StoreError, match="newer"):
         legacy_v1.connect(path)
 

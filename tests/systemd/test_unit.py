@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.edges.git.reader import FETCH_TIMEOUT_S
+from reconciler.service.resources import RESERVED_FDS
 from reconciler.settings import Settings
 from tests.tools import require_tool
 
@@ -207,3 +208,21 @@ def test_credentials_match_the_config_example(service: dict[str, list[str]]) -> 
         assert path.parent == Path(CREDENTIALS_DIR), path
         names.add(path.name)
     assert names == set(loaded)
+
+
+def _bytes(size: str) -> int:
+    units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+    match = re.fullmatch(r"(\d+)([KMGT]?)", size)
+    assert match, f"a size such as 4G, not {size!r}"
+    return int(match.group(1)) * units[match.group(2)]
+
+
+def test_open_files_and_memory_are_bounded(service: dict[str, list[str]]) -> None:
+    """Enough descriptors for every API connection the daemon allows plus what Git and Ansible
+    need (the daemon raises its soft limit to this); memory bounded for the whole cgroup."""
+    nofile = int(_single(service, "LimitNOFILE"))
+    for settings in (Settings.load(CONFIG), Settings()):
+        assert nofile >= settings.api.max_connections + RESERVED_FDS + 1024
+    high = _bytes(_single(service, "MemoryHigh"))
+    limit = _bytes(_single(service, "MemoryMax"))
+    assert 1024**3 <= high < limit <= 64 * 1024**3

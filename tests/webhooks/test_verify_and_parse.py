@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import urllib.parse
 
 import pytest
 
@@ -63,3 +64,56 @@ def test_other_branches_tags_and_events_are_ignored():
 def test_malformed_signed_payloads_are_400(body):
     delivery = verify_and_parse("gitea", "k", headers("gitea", "k", body), body, "main")
     assert (delivery.status, delivery.result) == (400, "invalid")
+
+
+def form(payload: bytes) -> bytes:
+    return b"payload=" + urllib.parse.quote_from_bytes(payload).encode()
+
+
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+@pytest.mark.parametrize("provider", ["github", "gitea"])
+def test_form_encoded_deliveries_are_accepted_signed_over_the_raw_body(provider):
+    body = form(PUSH)
+    signed = {**headers(provider, "k", body), **FORM}
+    delivery = verify_and_parse(provider, "k", signed, body, "main")
+    assert (delivery.status, delivery.result, delivery.commit) == (202, "triggered", "a" * 40)
+    # signed over the decoded JSON instead of the raw body: not authentic
+    wrong = {**headers(provider, "k", PUSH), **FORM}
+    assert verify_and_parse(provider, "k", wrong, body, "main").status == 401
+
+
+DEEP = b'{"ref": "refs/heads/main", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+MALFORMED = {
+    "not json": (b'{"ref": "refs/heads/main", ', {}),
+    "not utf-8": (b'{"ref": "\xff\xfe"}', {}),
+    "deep nesting": (DEEP, {}),
+    "a 5000-digit number": (b'{"ref": "refs/heads/main", "n": ' + b"9" * 5000 + b"}", {}),
+    "a 5000-digit ref": (b'{"ref": ' + b"1" * 5000 + b"}", {}),
+    "ref not a string": (b'{"ref": ["refs/heads/main"]}', {}),
+    "after not a string": (b'{"ref": "refs/heads/main", "after": {"sha": 1}}', {}),
+    "no ref": (b'{"after": "' + b"a" * 40 + b'"}', {}),
+    "a list": (b"[1, 2]", {}),
+    "a number": (b"1e999", {}),
+    "NaN": (b"NaN", {}),
+    "empty": (b"", {}),
+    "form without payload": (b"other=1", FORM),
+    "form with two payloads": (form(PUSH) + b"&" + form(PUSH), FORM),
+    "form not utf-8": (b"payload=%FF%FE", FORM),
+    "form of deep json": (form(DEEP), FORM),
+    "form with bad escapes": (b"payload=%7B%%%", FORM),
+    "form with many fields": (b"&".join(b"f%d=1" % i for i in range(100)), FORM),
+}
+
+
+@pytest.mark.parametrize("provider", ["github", "gitlab", "gitea"])
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_every_malformed_signed_body_is_400_with_a_reason(provider, case):
+    body, extra = MALFORMED[case]
+    delivery = verify_and_parse(
+        provider, "k", {**headers(provider, "k", body), **extra}, body, "main"
+    )
+    assert (delivery.status, delivery.result) == (400, "invalid"), delivery
+    assert delivery.detail.startswith("not a push payload: ") and len(delivery.detail) < 400
+    assert "9999999999" not in delivery.detail  # the input is never echoed

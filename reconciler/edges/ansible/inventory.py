@@ -38,6 +38,7 @@ from reconciler.desired.inventories import Inventory, InventoryError
 from reconciler.edges.ansible import inventory_data, inventory_process, inventory_sources
 from reconciler.edges.ansible.inventory_cache import DiskCache
 from reconciler.edges.ansible.inventory_process import Limits
+from reconciler.support.text import safe
 
 __all__ = ["STATIC_PLUGINS", "Inventory", "InventoryError", "InventoryParser", "Limits", "load"]
 
@@ -85,7 +86,7 @@ class InventoryParser:
             log.exception("inventory: unexpected error reading %s", path)
             raise InventoryError(
                 f"{self._name(root, Path(path))}: cannot read the inventory: "
-                f"{inventory_data.clean(f'{type(exc).__name__}: {exc}', 200)}"
+                f"{safe(f'{type(exc).__name__}: {exc}', 200)}"
             ) from None
 
     # ---------------------------------------------------------------- internals
@@ -109,9 +110,9 @@ class InventoryParser:
             return "inventory"
         path = Path(file)
         try:
-            return inventory_data.clean(path.resolve().relative_to(root).as_posix(), 200)
+            return safe(path.resolve().relative_to(root).as_posix(), 200)
         except (ValueError, OSError):
-            return inventory_data.clean(path.name, 200)
+            return safe(path.name, 200)
 
     def _load(self, path: Path, root: Path, plugins: Sequence[str], dynamic: bool) -> Inventory:
         sources = inventory_sources.scan(root, path, dynamic=dynamic, max_bytes=self.max_bytes)
@@ -133,7 +134,7 @@ class InventoryParser:
                 request, plugins=plugins, limits=self.limits, dynamic=dynamic
             )
         except inventory_process.WorkerError as exc:
-            raise InventoryError(f"{name}: {inventory_data.clean(str(exc))}") from None
+            raise InventoryError(f"{name}: {safe(str(exc))}") from None
         except OSError as exc:  # cannot start the child at all
             raise InventoryError(f"{name}: cannot start the inventory parser: {exc}") from None
         error = document.get("error")
@@ -143,7 +144,7 @@ class InventoryParser:
             inventory = inventory_data.decode(document)
         except ValueError as exc:
             raise InventoryError(
-                f"{name}: the parser returned malformed output: {inventory_data.clean(str(exc))}"
+                f"{name}: the parser returned malformed output: {safe(str(exc))}"
             ) from None
         vaulted = document.get("vaulted") is not False
         if self.cache is not None and not dynamic and not vaulted:
@@ -165,7 +166,7 @@ class InventoryParser:
             where += f":{line}"
         if where.split(":")[0] != name:
             where = f"{name}: {where}"
-        return inventory_data.clean(f"{where}: {message or 'cannot be parsed'}")
+        return safe(f"{where}: {message or 'cannot be parsed'}")
 
 
 def load(path: Path) -> Inventory:

@@ -32,6 +32,7 @@ from typing import Any
 
 from reconciler.desired.inventories import Inventory
 from reconciler.edges.ansible import inventory_data
+from reconciler.support.text import safe
 
 __all__ = ["DiskCache"]
 
@@ -72,9 +73,7 @@ class DiskCache:
                 raise ValueError("another key")
             inventory = inventory_data.decode(document.get("inventory"))
         except ValueError as exc:  # json's errors are ValueErrors too
-            log.warning(
-                "inventory cache: ignoring %s: %s", path.name, inventory_data.clean(str(exc))
-            )
+            log.warning("inventory cache: ignoring %s: %s", path.name, safe(str(exc)))
             return None
         with contextlib.suppress(OSError):
             os.utime(path)  # most recently used
@@ -102,7 +101,7 @@ class DiskCache:
                     os.unlink(tmp)
                 raise
         except OSError as exc:
-            log.info("inventory cache: not written (%s)", inventory_data.clean(str(exc)))
+            log.info("inventory cache: not written (%s)", safe(str(exc)))
             return
         self._prune()
 

@@ -8,8 +8,8 @@ non-empty strings of at most ``NAME_MAX`` characters, ports integers in 1..65535
 host name is *safe* is the desired-state rules' business (``desired.inventories``), so it can
 be reported at the environment's ``inventory:`` line. ``encode`` is the inverse.
 
-``clean(text)`` makes any text fit to print: one line, control characters escaped, at most
-``MESSAGE_MAX`` characters; ``size(count)`` says a byte count in MiB or KiB.
+``size(count)`` says a byte count in MiB or KiB. (Text printed from here goes through
+``support.text.safe``: one line, control characters escaped, length capped.)
 """
 
 from __future__ import annotations
@@ -18,20 +18,11 @@ from typing import Any
 
 from reconciler.desired.inventories import Inventory
 from reconciler.desired.model import Host
+from reconciler.support.text import safe
 
-__all__ = ["MESSAGE_MAX", "NAME_MAX", "clean", "decode", "encode", "size"]
+__all__ = ["NAME_MAX", "decode", "encode", "size"]
 
 NAME_MAX = 1024
-MESSAGE_MAX = 400
-
-
-def clean(text: str, limit: int = MESSAGE_MAX) -> str:
-    """One printable line: control and other non-printable characters escaped, length capped."""
-    out = []
-    for char in " ".join(str(text).split()):
-        out.append(char if char.isprintable() else char.encode("unicode_escape").decode("ascii"))
-    line = "".join(out)
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def size(count: int) -> str:
@@ -44,7 +35,7 @@ def _is_name(value: Any) -> bool:
 
 
 def _bad(what: str, value: Any, problem: str) -> ValueError:
-    return ValueError(f"{what} {clean(repr(value), 80)}: {problem}")
+    return ValueError(f"{what} {safe(repr(value), 80)}: {problem}")
 
 
 def _ports(value: Any, host: str) -> dict[str, int]:
@@ -52,7 +43,7 @@ def _ports(value: Any, host: str) -> dict[str, int]:
         raise _bad("host", host, "ports must be a mapping")
     for app, port in value.items():
         if not _is_name(app) or type(port) is not int or not 0 < port < 65536:
-            raise _bad("host", host, f"port {clean(repr(app), 80)} is not 1..65535")
+            raise _bad("host", host, f"port {safe(repr(app), 80)} is not 1..65535")
     return dict(value)
 
 
@@ -79,7 +70,7 @@ def decode(document: Any) -> Inventory:
             raise _bad("group", group, "hosts must be a list")
         if not all(type(m) is str and m in hosts for m in members):
             unknown = next(m for m in members if type(m) is not str or m not in hosts)
-            raise _bad("group", group, f"unknown host {clean(repr(unknown), 80)}")
+            raise _bad("group", group, f"unknown host {safe(repr(unknown), 80)}")
         groups[group] = tuple(members)
     return Inventory(groups=groups, hosts=hosts)
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.desired.inventories import InventoryError
-from reconciler.edges.ansible.inventory_data import clean, size
+from reconciler.edges.ansible.inventory_data import size
+from reconciler.support.text import safe
 
 __all__ = ["DISABLED_HINT", "MAX_BYTES", "Sources", "scan"]
 
@@ -85,7 +86,7 @@ class _Walk:
             resolved.relative_to(self.root)
         except ValueError:
             raise InventoryError(
-                f"{clean(_relative(self.root, path))}: resolves outside the repository"
+                f"{safe(_relative(self.root, path))}: resolves outside the repository"
             ) from None
         return resolved
 
@@ -100,7 +101,7 @@ class _Walk:
             self.size += resolved.stat().st_size
             if self.size > self.max_bytes:
                 raise InventoryError(
-                    f"{clean(_relative(self.root, resolved))}: the inventory's files total more "
+                    f"{safe(_relative(self.root, resolved))}: the inventory's files total more "
                     f"than {size(self.max_bytes)}"
                 )
         self.files[resolved] = self.files.get(resolved, False) or source
@@ -123,14 +124,14 @@ _EXECUTABLE = stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
 
 
 def _check_static(root: Path, file: Path, data: bytes, executable: bool) -> None:
-    name = clean(_relative(root, file))
+    name = safe(_relative(root, file))
     if executable:
         raise InventoryError(f"{name}: an executable inventory (a script): {DISABLED_HINT}")
     if file.suffix.lower() not in _YAML_EXTS:
         return
     match = _PLUGIN_KEY.search(data)
     if match:
-        plugin = clean(match.group(1).decode("utf-8", "replace").strip("'\""), 80)
+        plugin = safe(match.group(1).decode("utf-8", "replace").strip("'\""), 80)
         raise InventoryError(
             f"{name}: an inventory plugin configuration (plugin: {plugin}): {DISABLED_HINT}"
         )
@@ -159,8 +160,8 @@ def scan(root: Path, path: Path, *, dynamic: bool = False, max_bytes: int = MAX_
             digest.update(data)
     except OSError as exc:
         raise InventoryError(
-            f"{clean(_relative(root, Path(exc.filename or path)))}: cannot read: "
-            f"{clean(exc.strerror or str(exc))}"
+            f"{safe(_relative(root, Path(exc.filename or path)))}: cannot read: "
+            f"{safe(exc.strerror or str(exc))}"
         ) from None
     files = tuple(sorted(walk.files))
     return Sources(

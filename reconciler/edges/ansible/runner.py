@@ -42,8 +42,10 @@ Contract
 * ``on_event`` receives every ansible-runner event dict (in the calling thread); exceptions
   it raises are logged and swallowed. It must not mutate the event.
 
-Several runs may execute at the same time in different threads of one process. (Over 400
-lines: the one adapter's steps, in the order a run takes them; events are in ``events``.)
+Several runs may execute at the same time in different threads of one process.
+
+Size: a little over 400 lines: the adapter's contract (above) is long, and the run's
+preparation, result and artifact redaction belong to the one ansible-runner call.
 """
 
 from __future__ import annotations

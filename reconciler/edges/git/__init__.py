@@ -8,8 +8,9 @@ Contract:
   (``reader.GitSource`` and ``writer.WriteBack``, built only by ``service.wiring``), so a write
   stalled on a hung remote never blocks a fetch, and the reverse.
 * Reading fails with ``SourceError`` (a ``TemporaryError``: keep the last known state, retry
-  later) or ``UnsafeTreeError`` (a ``PermanentError``: this commit can never be used). They are
-  distinct classes: catch each for what it means.
+  later) or ``UnsafeTreeError`` (a ``PermanentError``: this commit can never be used, a
+  problem of that commit, never an outage). They are distinct classes: catch each for what it
+  means.
 * Writing never raises for Git or remote failures: it returns a ``PushResult`` whose ``status``
   says what happened (``PushStatus``) and whose ``detail`` never holds credentials.
 """
@@ -40,7 +41,13 @@ class SourceError(TemporaryError):
 
 
 class UnsafeTreeError(PermanentError):
-    """A commit's tree holds links or paths pointing outside the repository (permanent)."""
+    """A commit's tree can never be used (permanent): links or paths pointing outside the
+    repository, a path component ``.git`` (a repository nested in the snapshot), more bytes
+    than allowed. ``path`` names the offending file (``"."``: the tree as a whole)."""
+
+    def __init__(self, message: str, *, path: str = ".") -> None:
+        super().__init__(message)
+        self.path = path
 
 
 @dataclass(frozen=True)

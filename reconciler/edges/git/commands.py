@@ -2,9 +2,10 @@
 
 Contract:
 
-* ``run(args, cwd=, timeout=, env=)`` runs ``git <args>`` and returns its stdout. stdin is
-  ``/dev/null``, ``GIT_TERMINAL_PROMPT=0`` and a session of its own (no controlling terminal):
-  git never waits for a human to type a password or accept a host key.
+* ``run(args, cwd=, timeout=, env=, auth=)`` runs ``git <args>`` and returns its stdout. stdin
+  is ``/dev/null``, ``GIT_TERMINAL_PROMPT=0`` and a session of its own (no controlling
+  terminal): git never waits for a human to type a password or accept a host key. ``auth``
+  (``auth.GitAuth``) adds the credential helper / ssh command and the descriptors git inherits.
 * A non-zero exit raises ``GitFailure`` (its ``stdout``/``stderr`` as git printed them, NOT
   redacted: callers redact before the text goes anywhere).
 * At ``timeout`` seconds the whole process group is killed with SIGKILL: git, its transport
@@ -24,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import git
+
+from reconciler.edges.git.auth import GitAuth
 
 __all__ = ["GitFailure", "check_url", "clone_args", "run"]
 
@@ -67,13 +70,22 @@ def _kill_group(pid: int) -> None:
 
 
 def run(
-    args: Sequence[str], *, cwd: Path, timeout: float, env: Mapping[str, str] | None = None
+    args: Sequence[str],
+    *,
+    cwd: Path,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    auth: GitAuth | None = None,
 ) -> str:
     """``git <args>`` in ``cwd``; its stdout, or ``GitFailure`` (see the module docstring)."""
+    environment = {**os.environ, **(env or {}), "GIT_TERMINAL_PROMPT": "0"}
+    if auth is not None:
+        environment = auth.environment(environment)
     process = subprocess.Popen(
         ["git", *args],
         cwd=cwd,
-        env={**os.environ, **(env or {}), "GIT_TERMINAL_PROMPT": "0"},
+        env=environment,
+        pass_fds=auth.pass_fds if auth is not None else (),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from reconciler.support import backoff
+from reconciler.support import backoff, files
 
 __all__ = ["ExclusiveLock", "LockTimeout"]
 
@@ -56,7 +56,7 @@ class ExclusiveLock:
             self._thread_lock.release()
 
     def _flock(self, deadline: float | None, cancel: threading.Event | None) -> IO[str]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        files.private_dir(self.path.parent)
         handle = self.path.open("a", encoding="utf-8")
         try:
             if deadline is None:

@@ -28,7 +28,8 @@ Contract:
 * Author and committer are the configured identity (environment variables on the git command,
   independent of any user's git config); commits are never signed and hooks never run
   (``--no-verify`` and ``core.hooksPath=/dev/null``).
-* ``detail`` never contains credentials (``support.redaction``).
+* ``detail`` never contains credentials (``support.redaction``); the clone's remote URL is
+  ``auth.url`` (no userinfo) and git authenticates through ``auth`` (``edges.git.auth``).
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ import git
 from reconciler.desired.edits import EditError
 from reconciler.desired.messages import RevertRequest
 from reconciler.edges.git import PushResult, changes, commands
+from reconciler.edges.git.auth import GitAuth
 from reconciler.edges.git.locking import ExclusiveLock, LockTimeout
 from reconciler.states import ChangeKind, PushStatus
-from reconciler.support import backoff
+from reconciler.support import backoff, files
 from reconciler.support.redaction import redact
 
 __all__ = ["DEFAULT_BACKOFF", "DEFAULT_DEADLINE_S", "WriteBack"]
@@ -96,8 +98,10 @@ class WriteBack:
         max_attempts: int = 5,
         retry: backoff.Backoff = DEFAULT_BACKOFF,
         cancel: threading.Event | None = None,
+        auth: GitAuth | None = None,
     ) -> None:
-        self.url = url
+        self.auth = auth if auth is not None else GitAuth(url)
+        self.url = self.auth.url  # never with credentials: this is what .git/config holds
         self.branch = branch
         self.cache_dir = cache_dir
         self.checkout_dir = cache_dir / "writer"
@@ -256,7 +260,7 @@ class WriteBack:
         if limit <= 0:
             raise _Expired(action)
         try:
-            return commands.run(args, cwd=cwd, timeout=limit, env=self._git_env())
+            return commands.run(args, cwd=cwd, timeout=limit, env=self._git_env(), auth=self.auth)
         except commands.GitFailure as exc:
             if exc.timed_out and limit < timeout:
                 raise _Expired(action) from exc
@@ -269,7 +273,7 @@ class WriteBack:
                 commands.check_url(self.url)
             except commands.GitFailure as exc:
                 raise _Failed("clone", exc) from exc
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            files.private_dir(self.cache_dir)
             partial = Path(tempfile.mkdtemp(prefix=".writer-clone-", dir=self.cache_dir))
             try:
                 self._network(

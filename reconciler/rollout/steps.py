@@ -1,0 +1,190 @@
+"""One journalled step of a rollout: run the playbook on the step's hosts, retry the hosts it
+could not reach, record what succeeded, and look at what the hosts run afterwards.
+
+Contract (``StepRunner.play(phase, step, total, apps)``):
+* The step is journalled ``running`` before anything runs, and again when it ends with the
+  merged per-host results, the run dir of its last attempt and every attempt (hosts, which
+  were unreachable, outcome, times): ``history`` shows them.
+* Hosts the playbook could not reach (``unreachable``; a failing task is a real failure and is
+  never retried) are run again, alone, up to ``rollout.retries.attempts`` tries in all, after
+  waits from ``backoff`` doubling to ``max_backoff`` with jitter (``support.backoff``). A stop
+  request (newer commit, shutdown) ends the waiting; an abort (shutdown grace over) ends the
+  step as the runner left it.
+* Every host whose playbook succeeded (in any attempt) is recorded as deployed at once.
+* ``observe(hosts)`` records what those hosts report they run (``rollout.observation``), when
+  an observer is configured; a failing observation never fails a rollout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import structlog
+
+from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host
+from reconciler.edges.ansible import RunResult
+from reconciler.plan import policy
+from reconciler.plan.canary import Step
+from reconciler.record import DeployedVersion, StepRecord
+from reconciler.rollout import playbooks
+from reconciler.rollout.playbooks import Deployment
+from reconciler.rollout.ports import Adapters, StopRequest
+from reconciler.settings import ExecutionSettings
+from reconciler.states import HostStatus, Phase, RunOutcome, StepState
+from reconciler.support.backoff import Backoff
+
+log = structlog.get_logger(__name__)
+
+
+def merge(first: RunResult, retry: RunResult) -> RunResult:
+    """``first`` with the hosts ``retry`` ran replaced by their new results."""
+    hosts = {**first.hosts, **retry.hosts}
+    ok = all(r.status is HostStatus.OK for r in hosts.values())
+    if retry.outcome is RunOutcome.CANCELED:
+        outcome = RunOutcome.CANCELED
+    else:
+        outcome = RunOutcome.SUCCESSFUL if ok else RunOutcome.FAILED
+    return dataclasses.replace(
+        retry,
+        outcome=outcome,
+        hosts=hosts,
+        duration_s=first.duration_s + retry.duration_s,
+        message="" if ok else retry.message or first.message,
+    )
+
+
+class StepRunner:
+    def __init__(
+        self,
+        adapters: Adapters,
+        execution: ExecutionSettings,
+        environment: EnvironmentDesired,
+        group: GroupDesired,
+        deployment: Deployment,
+        rollout_id: str,
+        *,
+        cancel: StopRequest,
+        abort: threading.Event | None,
+    ) -> None:
+        self.a = adapters
+        self.execution = execution
+        self.environment = environment
+        self.group = group
+        self.deployment = deployment
+        self.rollout_id = rollout_id
+        self.cancel = cancel
+        self.abort = abort
+
+    def play(self, phase: Phase, step: Step, total: int, apps: Mapping[str, str]) -> RunResult:
+        store, reporter = self.a.store, self.a.reporter
+        intent = StepRecord(
+            self.rollout_id, phase, step.index, step.percent, step.hosts, StepState.RUNNING,
+            {}, [], "", self.a.clock(), None,
+        )  # fmt: skip
+        store.journal_step(intent)
+        reporter.step_started(self.environment.name, self.group.name, phase, step, total)
+        log.info("step_started", phase=str(phase), step=step.index, hosts=list(step.hosts))
+        attempts: list[dict[str, Any]] = []
+        result = self._attempt(phase, step, apps, step.hosts, attempts)
+        retries = self.group.rollout.retries
+        waits = Backoff(retries.backoff_s, retries.max_backoff_s, jitter=0.5).waits()
+        while len(attempts) < retries.attempts and result.outcome is not RunOutcome.CANCELED:
+            again = policy.unreachable({h: r.status for h, r in result.hosts.items()})
+            if not again or self.cancel.is_set():
+                break
+            wait = next(waits)
+            log.info("step_retry", step=step.index, hosts=list(again), in_s=round(wait, 1))
+            if self.cancel.wait(wait):
+                break
+            retry = self._attempt(phase, step, apps, again, attempts)
+            result = merge(result, retry)
+        now = self.a.clock()
+        if result.outcome is RunOutcome.CANCELED:
+            state = StepState.INTERRUPTED
+        else:
+            state = StepState.FAILED if result.failed() else StepState.SUCCEEDED
+        store.journal_step(
+            dataclasses.replace(
+                intent,
+                state=state,
+                host_results={
+                    h: {"status": str(r.status), "changed": r.changed, "message": r.message}
+                    for h, r in result.hosts.items()
+                },
+                run_dir=str(result.run_dir),
+                finished_at=now,
+                attempts=attempts,
+            )
+        )
+        reporter.step_finished(self.environment.name, self.group.name, phase, step, result)
+        log.info(
+            "step_finished",
+            phase=str(phase),
+            step=step.index,
+            outcome=str(result.outcome),
+            succeeded=len(result.succeeded()),
+            failed=len(result.failed()),
+            attempts=len(attempts),
+            seconds=round(result.duration_s, 2),
+        )
+        return result
+
+    def _attempt(
+        self,
+        phase: Phase,
+        step: Step,
+        apps: Mapping[str, str],
+        hosts: Sequence[str],
+        attempts: list[dict[str, Any]],
+    ) -> RunResult:
+        started = self.a.clock()
+        run = playbooks.playbook_run(
+            self.execution, self.environment, self.group, self.deployment, self.rollout_id,
+            phase, dataclasses.replace(step, hosts=tuple(hosts)), apps,
+        )  # fmt: skip
+        result = self.a.runner.run(run, cancel=self.abort)
+        finished = self.a.clock()
+        self.a.store.record_deployed(
+            [
+                DeployedVersion(
+                    self.environment.name,
+                    host,
+                    app,
+                    version,
+                    self.group.name,
+                    self.deployment.commit,
+                    self.rollout_id,
+                    finished,
+                )
+                for host in result.succeeded()
+                for app, version in apps.items()
+            ]
+        )
+        attempts.append(
+            {
+                "attempt": len(attempts) + 1,
+                "hosts": list(hosts),
+                "unreachable": [
+                    h for h, r in result.hosts.items() if r.status is HostStatus.UNREACHABLE
+                ],
+                "outcome": str(result.outcome),
+                "started_at": started,
+                "finished_at": finished,
+            }
+        )
+        return result
+
+    def observe(self, hosts: Sequence[Host]) -> None:
+        observer = self.a.observer
+        if observer is None or not hosts:
+            return
+        try:
+            found = observer.observe(
+                self.environment, self.group, hosts, self.deployment.root, cancel=self.abort
+            )
+            self.a.store.record_observed(found)
+        except Exception:  # looking must never fail a rollout
+            log.exception("observation_failed", hosts=[h.name for h in hosts])

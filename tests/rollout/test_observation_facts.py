@@ -1,0 +1,96 @@
+"""How the ``Observer`` turns local facts into observations, with a runner that replays the
+events a real ``setup`` run gives (the real runs are in tests/content/test_observed_fact.py)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host, Rollout
+from reconciler.desired.schema import FactProbe, Observe
+from reconciler.edges.ansible import HostResult, HostStatus, PlaybookRun, RunOutcome, RunResult
+from reconciler.edges.ansible.observe import fact_note
+from reconciler.rollout.observation import Observer
+from reconciler.settings import ExecutionSettings
+from reconciler.states import ObservationStatus
+
+
+class ReplayRunner:
+    """Answers every run with ``setup`` results giving ``local`` as ``ansible_local``."""
+
+    def __init__(self, runs_dir: Path, local: Mapping[str, Any]) -> None:
+        self.runs_dir = runs_dir
+        self.local = local
+
+    def run(
+        self,
+        run: PlaybookRun,
+        *,
+        cancel: threading.Event | None = None,
+        on_event: Callable[[dict], None] | None = None,
+    ) -> RunResult:
+        assert on_event is not None
+        for host in run.hosts:
+            on_event(
+                {
+                    "event": "runner_on_ok",
+                    "event_data": {
+                        "host": host,
+                        "resolved_action": "ansible.builtin.setup",
+                        "res": {"ansible_facts": {"ansible_local": dict(self.local)}},
+                    },
+                }
+            )
+        hosts = {h: HostResult(h, HostStatus.OK, False, "") for h in run.hosts}
+        return RunResult("x", RunOutcome.SUCCESSFUL, 0, hosts, 0.1, self.runs_dir)
+
+
+def observe_one(tmp_path: Path, local: Mapping[str, Any]) -> tuple[str | None, str, str]:
+    host = Host("h1", "127.0.0.1")
+    group = GroupDesired(
+        "web", {"shop": "2.0.0"}, (host,), (), "deploy-app.yml", Rollout(), (), 60,
+        observe=Observe(fact=FactProbe()),
+    )  # fmt: skip
+    environment = EnvironmentDesired("prod", "environments/prod.yaml", "inv.yml", {"web": group})
+    observer = Observer(ReplayRunner(tmp_path, local), None, ExecutionSettings(), lambda: 1.0)
+    (seen,) = observer.observe(environment, group, (host,), tmp_path)
+    return seen.version, seen.status, seen.detail
+
+
+def test_a_running_app_is_ok(tmp_path: Path) -> None:
+    local = {"reconciler_shop": {"version": "2.0.0", "running": True, "state": "running"}}
+    assert observe_one(tmp_path, local) == ("2.0.0", ObservationStatus.OK, "")
+
+
+def test_a_stopped_app_is_stopped_and_says_why(tmp_path: Path) -> None:
+    fact = {"version": None, "running": False, "state": "stopped", "reason": "shop is not running"}
+    version, status, detail = observe_one(tmp_path, {"reconciler_shop": fact})
+    assert (version, status) == (None, ObservationStatus.STOPPED)
+    expected = "no 'version' in the local fact 'reconciler_shop': stopped; shop is not running"
+    assert detail == expected
+
+
+def test_a_fact_version_that_is_no_version_is_refused(tmp_path: Path) -> None:
+    local = {"reconciler_shop": {"version": "{{ lookup('pipe', 'id') }}"}}
+    version, status, detail = observe_one(tmp_path, local)
+    assert (version, status) == (None, ObservationStatus.MISSING)
+    assert "is not a version" in detail
+
+
+@pytest.mark.parametrize(
+    ("local", "note"),
+    [
+        ({}, "no such fact"),
+        ({"reconciler_shop": "Failure executing fact script (x), rc: 1"}, "Failure executing"),
+        ({"reconciler_shop": ["a"]}, "not a mapping"),
+        ({"reconciler_shop": {"state": "error", "error": "bad\nline\x1b[31m"}}, "error; bad line"),
+    ],
+)
+def test_fact_note(local: Mapping[str, Any], note: str) -> None:
+    said = fact_note(local, "reconciler_shop")
+    assert said.startswith(note)
+    assert said.isprintable()
