@@ -9,7 +9,8 @@ only the standard library, PyYAML and Ansible (and this package's light ``__init
 
 Contract:
 
-* The address-space limit (``RLIMIT_AS``) of the request is set before anything is parsed.
+* The address-space limit (``RLIMIT_AS``) of the request is set before anything is parsed
+  (or the lower one this process inherited); failing to set it fails the parse.
 * Before Ansible sees them, the YAML files listed in the request are composed (not
   constructed) and rejected when their aliases expand to too many nodes (an alias bomb) or
   they nest too deep; vault-encrypted files are not looked into here.
@@ -354,10 +355,13 @@ def main() -> int:
     os.dup2(2, 1)  # whatever Ansible prints goes to stderr; stdout carries only the result
     try:
         limit = int(request["memory_bytes"])
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)  # a lower limit inherited from our parent stays
         try:  # prlimit64 (glibc's setrlimit) is in systemd's @system-service filter
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        except OSError as exc:  # fail closed: no parse without the bound
+        except (OSError, ValueError) as exc:  # fail closed: no parse without the bound
             raise Rejected(f"cannot limit the parser's memory: {exc}") from None
         document = parse(request)
         code = 0
