@@ -5,7 +5,8 @@ Contract (beyond ``record.protocols``):
   missing directories 0700 and the database file 0600 whatever the umask (SQLite gives its
   ``-wal``/``-shm`` files the database file's mode); modes of existing files are left alone.
   WAL mode, ``synchronous=NORMAL``, foreign keys on; brings the schema up to date through
-  ``record.migrations`` (the SQL is in ``sql/sqlite/``), so the first release's databases
+  ``record.migrations`` (the SQL is in ``sql/sqlite/``) under an ``flock`` on
+  ``<db>.open-lock`` (concurrent first opens migrate once), so the first release's databases
   (``PRAGMA user_version = 1``, no ``schema_migrations``) are adopted as they are.
   ``PRAGMA user_version`` follows the newest applied migration, so the first release refuses
   a database migrated past it instead of misreading it.
@@ -27,11 +28,10 @@ conversions and the event log's queries live in ``record.rows``, the schema in
 from __future__ import annotations
 
 import dataclasses
-import os
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, Unpack
@@ -50,6 +50,7 @@ from reconciler.record.types import (
     StepRecord,
 )
 from reconciler.states import EnvironmentResult, EventKind, RolloutState, Severity, StepState
+from reconciler.support import files
 
 if TYPE_CHECKING:
     from reconciler.record.protocols import StateStore
@@ -104,20 +105,7 @@ def _statements(script: str) -> list[str]:
 
 def _create_private(path: Path) -> None:
     """Create the missing directories 0700 and the file 0600, whatever the umask."""
-    for directory in reversed([p for p in (path.parent, *path.parent.parents) if not p.exists()]):
-        try:
-            directory.mkdir(mode=0o700)
-        except FileExistsError:
-            continue
-        directory.chmod(0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    try:
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+    files.private_file(files.private_dir(path.parent) / path.name)
 
 
 class _Schema:
@@ -165,6 +153,14 @@ class _Schema:
         self._db.execute(f"PRAGMA user_version = {version}")
 
 
+def _opening(path: Path) -> AbstractContextManager[None]:
+    """Serialise read-write opens of one database across threads and processes: SQLite's
+    switch to WAL mode does not wait on the busy timeout, so several first opens at once
+    failed with "database is locked"; an ``flock`` on ``<db>.open-lock`` (0600, never
+    deleted) orders them: the first creates and migrates, the others find it done."""
+    return files.exclusive_lock(Path(f"{path}.open-lock"))
+
+
 def _connect(target: str | Path, *, uri: bool = False) -> sqlite3.Connection:
     db = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False, timeout=30)
     db.row_factory = sqlite3.Row
@@ -189,15 +185,16 @@ class SqliteStateStore:
 
     def _open_read_write(self) -> sqlite3.Connection:
         _create_private(self.path)
-        db = _connect(self.path)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA foreign_keys=ON")
-            migrations.migrate(_Schema(db, self._lock), migrations.available(DIALECT))
-        except BaseException:
-            db.close()
-            raise
+        with _opening(self.path):
+            db = _connect(self.path)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA foreign_keys=ON")
+                migrations.migrate(_Schema(db, self._lock), migrations.available(DIALECT))
+            except BaseException:
+                db.close()
+                raise
         return db
 
     def _open_read_only(self) -> sqlite3.Connection:

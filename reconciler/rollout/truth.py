@@ -88,7 +88,7 @@ class HostTruth:
             states = self._classify(environment, unobserved)
         self._detected(environment, states, store.drift_marks(name))
         self._remember(environment, states)
-        return states
+        return self._classify(environment, unobserved)  # with the history just written
 
     def _detected(
         self,
