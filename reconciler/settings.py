@@ -174,7 +174,10 @@ class ObservationSettings(_Section):
         description="Look at what every host runs this often (0: only after rollout steps).",
     )
     jitter: float = Field(
-        default=0.1, ge=0, le=1, description="Share of interval added, fixed per environment."
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Share of interval by which looks vary (resyncs: fixed per environment).",
     )
     forks: int = Field(default=50, ge=1, le=500, description="Ansible forks of an observation.")
 

@@ -3,6 +3,9 @@
 Rendered by ``GET /api/v1/rollouts[/{id}]``, ``reconciler history`` (from the daemon's JSON or
 from the store) and the web page: one shape. A step's ``hosts`` are the hosts that step itself
 changed (per step, not cumulative); ``percent`` is the step's cumulative share of the group.
+A rollout's ``trigger`` says why it ran (``change``: a commit; ``self_heal``: out-of-band hosts
+redeployed); a step's ``attempts`` are its playbook runs, one per try of the hosts it could not
+reach (``attempt``, ``hosts``, ``unreachable``, ``outcome``, ``started_at``, ``finished_at``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class Step(BaseModel):
     gate_results: list[Any]
     started_at: float
     finished_at: float | None
+    attempts: list[Any] = []
 
 
 class Rollout(BaseModel):
@@ -38,6 +42,7 @@ class Rollout(BaseModel):
     reason: str
     started_at: float
     finished_at: float | None
+    trigger: str = "change"
     steps: list[Step] | None = None
 
 
@@ -52,6 +57,7 @@ def rollout_view(record: RolloutRecord, steps: list[StepRecord] | None = None) -
         reason=record.reason,
         started_at=record.started_at,
         finished_at=record.finished_at,
+        trigger=str(record.trigger),
         steps=None
         if steps is None
         else [
@@ -65,6 +71,7 @@ def rollout_view(record: RolloutRecord, steps: list[StepRecord] | None = None) -
                 gate_results=list(s.gate_results),
                 started_at=s.started_at,
                 finished_at=s.finished_at,
+                attempts=list(s.attempts),
             )
             for s in steps
         ],

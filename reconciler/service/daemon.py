@@ -2,10 +2,11 @@
 
 Contract:
 * One daemon per state dir (``service.leadership.StateDirLock``).
-* Triggers (``service.triggers``: poll, resync, a watcher on a local repository), webhooks and
-  ``POST /api/v1/sync`` only *request* a sync. The source loop coalesces requests: one fetch +
-  validation serves every request that arrived before it started, so a burst of pushes becomes
-  one reconcile of the newest commit.
+* Triggers (``service.triggers``: poll, resync, observation, a watcher on a local
+  repository), webhooks and ``POST /api/v1/sync`` only *request* a sync (the observation, and
+  ``POST /api/v1/observe``, one that looks at every host first). The source loop coalesces
+  requests: one fetch + validation serves every request that arrived before it started, so a
+  burst of pushes becomes one reconcile of the newest commit.
 * Environments reconcile in a bounded pool, at most one reconcile per environment. A request for
   a busy environment is remembered and runs when it finishes; if the busy environment's desired
   state changed, its rollout is superseded after the running step. The daemon's own revert
