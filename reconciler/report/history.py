@@ -3,6 +3,8 @@
 Rendered by ``GET /api/v1/rollouts[/{id}]``, ``reconciler history`` (from the daemon's JSON or
 from the store) and the web page: one shape. A step's ``hosts`` are the hosts that step itself
 changed (per step, not cumulative); ``percent`` is the step's cumulative share of the group.
+``revert`` is what became of the revert commit of a rolled back rollout (pushed with its sha,
+or pending a human), as its run summarised it; None while the run goes on or when none was due.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from reconciler.record import RolloutRecord, StepRecord
+from reconciler.record import RolloutRecord, RunRecord, StepRecord
 
 
 class Step(BaseModel):
@@ -38,10 +40,20 @@ class Rollout(BaseModel):
     reason: str
     started_at: float
     finished_at: float | None
+    revert: str | None = None
     steps: list[Step] | None = None
 
 
-def rollout_view(record: RolloutRecord, steps: list[StepRecord] | None = None) -> Rollout:
+def revert_of(record: RolloutRecord, run: RunRecord | None) -> str | None:
+    """The revert text the rollout's run summarised for its group, if any."""
+    group = run.summary.get(record.group) if run is not None else None
+    revert = group.get("revert") if isinstance(group, dict) else None
+    return revert if isinstance(revert, str) and revert else None
+
+
+def rollout_view(
+    record: RolloutRecord, steps: list[StepRecord] | None = None, run: RunRecord | None = None
+) -> Rollout:
     return Rollout(
         id=record.id,
         environment=record.environment,
@@ -52,6 +64,7 @@ def rollout_view(record: RolloutRecord, steps: list[StepRecord] | None = None) -
         reason=record.reason,
         started_at=record.started_at,
         finished_at=record.finished_at,
+        revert=revert_of(record, run),
         steps=None
         if steps is None
         else [

@@ -127,6 +127,7 @@ class Daemon:
             url=self.settings.source.url,
             branch=self.settings.source.branch,
             daemon=self.describe(),
+            now=time.time(),
         )
 
     def environments(
@@ -138,6 +139,7 @@ class Daemon:
             reconciling=self.running(),
             only=only,
             with_hosts=with_hosts,
+            now=time.time(),
         )
 
     def in_force(self) -> list[str]:
