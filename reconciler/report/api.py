@@ -6,7 +6,9 @@ status read model (``report.status``) and the journal. Mutating calls (``POST /a
 suspend, resume) need ``Authorization: Bearer <token>`` with the token read from
 ``api.token_file``; without a token file they are refused (403). Webhooks
 (``POST /api/v1/webhooks/{github,gitlab,gitea}``) authenticate by their own signatures
-(``edges.webhooks``). The OpenAPI spec is at ``/openapi.json``.
+(``edges.webhooks``). The OpenAPI spec is at ``/openapi.json``. The read-only web page
+(``report.web``: ``/``, ``/environments/...``, ``/rollouts/...``, ``/history``, ``/source``,
+``/static/...``) is served by the same app.
 
 Before any route: ``report.guard`` checks access (the bearer token of mutating calls, and of
 reads when ``api.read_token_file`` is set) and caps every body (``api.max_body_bytes``,
@@ -36,8 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from reconciler import __version__
 from reconciler.edges import webhooks
 from reconciler.plan.outcomes import EnvironmentOutcome
-from reconciler.record import RolloutRecord, StepRecord
-from reconciler.report import guard
+from reconciler.record import RolloutRecord, RunRecord, StepRecord
+from reconciler.report import guard, web
 from reconciler.report.history import Rollout, rollout_view
 from reconciler.report.metrics import CONTENT_TYPE, Metrics
 from reconciler.report.status import EnvironmentDetail, EnvironmentView, StatusView
@@ -52,6 +54,7 @@ class Journal(Protocol):
     def rollouts(self, environment: str | None = None, limit: int = 20) -> list[RolloutRecord]: ...
     def rollout(self, rollout_id: str) -> RolloutRecord | None: ...
     def steps(self, rollout_id: str) -> list[StepRecord]: ...
+    def run(self, run_id: str) -> RunRecord | None: ...
 
 
 class Control(Protocol):
@@ -269,7 +272,9 @@ def create_app(control: Control, settings: Settings) -> FastAPI:
         record = control.journal.rollout(rollout_id)
         if record is None:
             raise HTTPException(404, f"unknown rollout {rollout_id!r}")
-        return rollout_view(record, control.journal.steps(rollout_id))
+        return rollout_view(
+            record, control.journal.steps(rollout_id), control.journal.run(record.run_id)
+        )
 
     @app.post(
         "/api/v1/sync",
@@ -389,4 +394,5 @@ def create_app(control: Control, settings: Settings) -> FastAPI:
             control.request_sync(reason=f"webhook:{provider}")
         return JSONResponse({"result": delivery.result, "detail": delivery.detail}, delivery.status)
 
+    web.install(app, control)  # the read-only page, behind the same guard
     return app

@@ -128,6 +128,7 @@ class Daemon:
             url=self.settings.source.url,
             branch=self.settings.source.branch,
             daemon=self.describe(),
+            now=time.time(),
         )
 
     def environments(
@@ -139,6 +140,7 @@ class Daemon:
             reconciling=self.running(),
             only=only,
             with_hosts=with_hosts,
+            now=time.time(),
         )
 
     def in_force(self) -> list[str]:
