@@ -2,13 +2,15 @@
 
 Contract: callers write ``from reconciler import record`` and use ``record.RolloutRecord``,
 ``record.RolloutJournal``, ``record.StoreError``... This package imports no database driver:
-a backend is its own module (``record.sqlite`` today; a PostgreSQL one is one more module plus
-its ``sql/postgresql/`` migrations), and only the wiring imports it. Every backend gets its
-schema from ``record.migrations`` and passes the contract suite in ``tests/state_store``.
+a backend is its own module (``record.sqlite``, ``record.postgresql``) plus its
+``sql/<dialect>/`` migrations, and only the wiring imports it. Every backend gets its
+schema from ``record.migrations`` and passes the contract suite in ``tests/state_store``
+(SQLite, and PostgreSQL: ``record.postgresql``, the only importer of psycopg).
 
 * ``record.types``: the frozen record dataclasses, states as ``reconciler.states`` enums.
-* ``record.protocols``: the store interface split by role, ``StateStore`` their union, and
-  ``StoreError`` (a ``reconciler.errors.PermanentError``).
+* ``record.protocols``: the store interface split by role, ``StateStore`` their union,
+  ``StoreError`` (a ``reconciler.errors.PermanentError``) and ``StoreUnavailable`` (a
+  ``TemporaryError``: a server store cannot be reached now).
 * ``record.migrations``: the versioned-migration runner shared by the backends.
 """
 
@@ -23,6 +25,7 @@ from reconciler.record.protocols import (
     RunJournal,
     StateStore,
     StoreError,
+    StoreUnavailable,
 )
 from reconciler.record.types import (
     DeployedVersion,
@@ -54,4 +57,5 @@ __all__ = [
     "StateStore",
     "StepRecord",
     "StoreError",
+    "StoreUnavailable",
 ]

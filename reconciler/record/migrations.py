@@ -8,7 +8,9 @@ Contract:
 * ``migrate`` applies the pending migrations in order, each in its own exclusive transaction
   that also records it in ``schema_migrations (version, name, applied_at)``. It re-reads what
   is applied inside that transaction, so processes (or replicas) opening the same database at
-  once apply each migration exactly once. Up to date, it writes nothing: idempotent.
+  once apply each migration exactly once. Up to date, it writes nothing: idempotent. It
+  returns an ``Outcome``: the version before and after, and what this very call applied or
+  adopted (what ``reconciler migrate`` prints).
 * A database newer than the code (or whose applied migrations differ from the code's) is
   refused with ``StoreError`` before anything is written.
 * Adoption: a database written before ``schema_migrations`` existed reports its version
@@ -27,7 +29,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Protocol
@@ -37,6 +39,7 @@ from reconciler.record.protocols import StoreError
 __all__ = [
     "Database",
     "Migration",
+    "Outcome",
     "Session",
     "available",
     "current_version",
@@ -59,7 +62,18 @@ class Migration:
 
     version: int
     name: str
-    sql: str
+    sql: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What ``migrate`` did: ``applied`` ran here, ``adopted`` were recorded without running
+    (a database from before ``schema_migrations``); both empty when it was up to date."""
+
+    previous: int
+    version: int
+    applied: tuple[Migration, ...] = ()
+    adopted: tuple[Migration, ...] = ()
 
 
 class Session(Protocol):
@@ -186,23 +200,27 @@ def migrate(
     database: Database,
     migrations: Sequence[Migration],
     clock: Callable[[], float] = time.time,
-) -> int:
-    """Bring the database to the newest of ``migrations``; returns that version."""
+) -> Outcome:
+    """Bring the database to the newest of ``migrations``; says what this call did."""
     with database.session() as session:
         bookkeeping = session.applied() is not None
         applied = _applied(session, migrations) or {}
     _check(applied, migrations)
+    previous = max(applied, default=0)
     pending = [m for m in migrations if m.version not in applied]
     if bookkeeping and not pending:
-        return len(migrations)  # up to date: nothing written
+        return Outcome(previous, len(migrations))  # up to date: nothing written
+    adopted: list[Migration] = []
     if not bookkeeping:
         with database.exclusive() as session:
             if session.applied() is None:
-                adopted = _applied(session, migrations) or {}
+                legacy = _applied(session, migrations) or {}
                 session.create_bookkeeping()
                 now = clock()
-                for migration in migrations[: len(adopted)]:
+                for migration in migrations[: len(legacy)]:
                     session.record(migration, now)  # its schema is already there
+                    adopted.append(migration)
+    ran: list[Migration] = []
     for migration in pending:
         with database.exclusive() as session:
             applied = dict(session.applied() or {})
@@ -210,4 +228,5 @@ def migrate(
             if migration.version not in applied:  # not applied by a concurrent process
                 session.run_script(migration.sql)
                 session.record(migration, clock())
-    return len(migrations)
+                ran.append(migration)
+    return Outcome(previous, len(migrations), tuple(ran), tuple(adopted))

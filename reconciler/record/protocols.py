@@ -2,7 +2,10 @@
 
 Contract, for every backend (checked by the contract suite in ``tests/state_store``):
 * Each method is one transaction: it is applied entirely or not at all, and a failed call
-  raises ``StoreError`` (never a driver exception). Calls are safe from several threads.
+  raises ``StoreError`` (never a driver exception), or ``StoreUnavailable`` when the database
+  cannot be reached now (a server store: connection refused or lost, a timeout; the call may
+  or may not have been applied, so callers retry the whole step later, never assume either).
+  Calls are safe from several threads.
 * Writers accept the record types of ``record.types`` and the ``StrEnum``s of
   ``reconciler.states`` (their text is accepted too); readers return records whose states
   are enum members. An invalid argument (an unknown state, a non-terminal state given to a
@@ -24,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TypedDict, Unpack
 
-from reconciler.errors import PermanentError
+from reconciler.errors import PermanentError, TemporaryError
 from reconciler.record.types import (
     DeployedVersion,
     DriftMark,
@@ -48,12 +51,18 @@ __all__ = [
     "RunJournal",
     "StateStore",
     "StoreError",
+    "StoreUnavailable",
 ]
 
 
 class StoreError(PermanentError):
     """The state store cannot serve the call: unknown or outdated schema, corrupt database,
     a refused write (read-only store, constraint violated), or a value it cannot read back."""
+
+
+class StoreUnavailable(TemporaryError):
+    """The database cannot be reached now (refused, lost or timed-out connection, a server
+    shutting down, a serialization failure): retry later; nothing about the data is known."""
 
 
 class DeployedVersions(Protocol):
