@@ -13,6 +13,9 @@ Contract:
   the running reconcile.
 * A remote that fails is retried with exponential backoff (poll requests skip the fetch until
   then; explicit requests always fetch); the last valid desired state stays in force.
+* A state store that cannot be reached (``StoreUnavailable``) ends the reconcile it interrupts
+  with a warning; the daemon keeps running and the next cycle tries again. At start the store
+  must be reachable (else ``run`` exits 2 and systemd restarts it).
 * SIGTERM/SIGINT: stop taking work, let running playbook steps finish (``shutdown_grace``), then
   kill what still runs; the journal tells the next start what to resume. Exit 0.
 * Start: raise the soft open-files limit to the hard one (``service.resources``: the API's
@@ -39,8 +42,9 @@ import structlog
 
 from reconciler.desired.model import EnvironmentDesired
 from reconciler.edges.ansible import process_tree
+from reconciler.errors import ReconcilerError
 from reconciler.plan.outcomes import EnvironmentOutcome
-from reconciler.record import StateStore
+from reconciler.record import StateStore, StoreUnavailable
 from reconciler.report import status as read_model
 from reconciler.report.metrics import Metrics
 from reconciler.rollout.ports import StopRequest
@@ -358,12 +362,17 @@ class Daemon:
                 on_revert=adopted,
                 observe=run.observe,
             )
+        except StoreUnavailable as exc:  # nothing can be recorded now; the next cycle retries
+            log.warning("store_unavailable", environment=name, error=str(exc), retry="next cycle")
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             log.exception("reconcile_crashed", environment=name)
-            self.store.update_environment(
-                name, time.time(), last_result=EnvironmentResult.ERROR, last_error=error[:500]
-            )
+            try:
+                self.store.update_environment(
+                    name, time.time(), last_result=EnvironmentResult.ERROR, last_error=error[:500]
+                )
+            except ReconcilerError as failed:  # the store itself: logged, the daemon goes on
+                log.warning("reconcile_error_not_recorded", environment=name, error=str(failed))
         finally:
             with self._state:
                 self._running.pop(name, None)
