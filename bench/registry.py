@@ -23,6 +23,7 @@ MODULES: tuple[str, ...] = (
     "bench.daemon",
     "bench.ssh_rollout",
     "bench.parallel_groups",
+    "bench.store",
 )
 
 MEASURED, DERIVED, EXTRAPOLATED, SINGLE = "measured", "derived", "extrapolated", "single run"

@@ -8,7 +8,8 @@ Contract:
   ``open_pool()``: the ``psycopg_pool.ConnectionPool`` (1 to ``pool_size`` connections,
   each checked before use: a broken one is replaced; a caller waits ``connect_timeout`` at
   most). ``connection()`` lends a pooled one (autocommit: one statement is one transaction),
-  ``transaction()`` one inside ``BEGIN``...``COMMIT`` (``StoreError`` when read-only).
+  ``writer()`` the same for writes and ``transaction()`` one inside ``BEGIN``...``COMMIT``
+  (both ``StoreError`` when read-only).
 * Every connection is prepared the same way: ``statement_timeout`` and
   ``idle_in_transaction_session_timeout`` of ``SESSION_TIMEOUT_S`` (a stuck peer never holds
   locks for long), ``default_transaction_read_only`` when read-only, ``application_name``
@@ -194,12 +195,21 @@ class Connections:
         with self.translated(), self._pool.connection() as db:
             yield db
 
+    def check_writable(self) -> None:
+        if self.read_only:
+            raise StoreError(f"state store {self.where} is open read-only: nothing is written")
+
+    @contextmanager
+    def writer(self) -> Iterator[Connection]:
+        """A pooled connection to write with; autocommit: one statement, one transaction."""
+        self.check_writable()
+        with self.connection() as db:
+            yield db
+
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """A pooled connection inside one write transaction (committed at the end)."""
-        if self.read_only:
-            raise StoreError(f"state store {self.where} is open read-only: nothing is written")
-        with self.connection() as db, db.transaction():
+        with self.writer() as db, db.transaction():
             yield db
 
     def close(self) -> None:

@@ -8,7 +8,8 @@ Contract (beyond ``record.protocols``; connections, errors and migrations: ``con
 * Read-only: never migrates or writes (every write raises ``StoreError``), refuses a schema
   older or newer than the code (with how to migrate), reads a database without a schema as
   empty (and never connects again).
-* One call is one transaction: a single statement (autocommit) or ``BEGIN``...``COMMIT``.
+* One call is one transaction: a single statement (autocommit) or ``BEGIN``...``COMMIT``;
+  a write of nothing (an empty list) makes no round trip.
 * Values as ``record.rows`` makes them (times double precision, JSON as compact text, states
   as text); ties of ``runs``/``rollouts``/``steps`` are ordered by ``seq`` (SQLite's rowid).
 """
@@ -142,21 +143,28 @@ class PostgresStateStore:
         update: Sequence[str] = (),
     ) -> None:
         """Insert (or upsert) rows given as ``column -> value``, all in one transaction."""
-        with self._transaction() as db:
-            if values:
-                sql = rows.insert_sql(table, list(values[0]), key, update, mark="%s")
-                with db.cursor() as cursor:
-                    cursor.executemany(sql.encode(), [sendable(list(r.values())) for r in values])
+        if not values:
+            self.connections.check_writable()
+            return
+        sql = rows.insert_sql(table, list(values[0]), key, update, mark="%s").encode()
+        if len(values) == 1:  # one statement: its own transaction, without BEGIN/COMMIT
+            with self.connections.writer() as db:
+                db.execute(sql, sendable(list(values[0].values())))
+            return
+        with self._transaction() as db, db.cursor() as cursor:
+            cursor.executemany(sql, [sendable(list(r.values())) for r in values])
 
     def _execute(self, sql: str, values: Sequence[Any] = ()) -> int:
-        """One write statement in its own transaction; returns how many rows it changed."""
-        with self._transaction() as db:
+        """One write statement (its own transaction); returns how many rows it changed."""
+        with self.connections.writer() as db:
             return db.execute(sql.encode(), sendable(values)).rowcount
 
     def _execute_many(self, sql: str, values: Sequence[Sequence[Any]]) -> None:
+        if not values:
+            self.connections.check_writable()
+            return
         with self._transaction() as db, db.cursor() as cursor:
-            if values:
-                cursor.executemany(sql.encode(), [sendable(v) for v in values])
+            cursor.executemany(sql.encode(), [sendable(v) for v in values])
 
     # -- deployed versions
     def deployed(self, environment: str) -> list[DeployedVersion]:
