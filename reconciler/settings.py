@@ -11,14 +11,20 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from ruamel.yaml import YAML
 
 from reconciler.support.durations import Duration
+
+VaultId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$")]
+EnvironmentName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
+PluginName = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+]
 
 
 class _Section(BaseModel):
@@ -73,6 +79,29 @@ class ExecutionSettings(_Section):
     extra_envvars: dict[str, str] = Field(
         default_factory=dict, description="ANSIBLE_* settings passed to every run."
     )
+    vault_password_file: Path | None = Field(
+        default=None, description="Ansible Vault password file (vault id 'default')."
+    )
+    vault_ids: dict[VaultId, Path] = Field(
+        default_factory=dict, description="More Ansible Vault ids: id -> password file."
+    )
+    dynamic_inventories: dict[EnvironmentName, list[PluginName]] = Field(
+        default_factory=dict,
+        description="Environment -> inventory plugins enabled on top of the static ones "
+        "(script, auto, ...); environments not listed get static inventories only.",
+    )
+    inventory_timeout: Duration = Field(
+        default=120.0, description="Wall-clock limit of one inventory parse (a child process)."
+    )
+    inventory_memory_mib: int = Field(
+        default=2048, ge=256, le=1 << 20, description="Address-space limit of that process."
+    )
+
+    @property
+    def vault_files(self) -> list[tuple[str, Path]]:
+        """(vault id, password file) pairs: the default one first."""
+        files = [("default", self.vault_password_file)] if self.vault_password_file else []
+        return [*files, *sorted(self.vault_ids.items())]
 
 
 class ApiSettings(_Section):
@@ -293,6 +322,11 @@ class Settings(BaseSettings):
     @property
     def runs_dir(self) -> Path:
         return self.state_dir / "runs"
+
+    @property
+    def inventory_cache_dir(self) -> Path:
+        """Parsed inventories by content hash (not the state store: reads may fill it)."""
+        return self.state_dir / "inventory-cache"
 
     @property
     def control_path_dir(self) -> Path:

@@ -20,6 +20,7 @@ from reconciler.cli.app import (
     ConfigOption,
     EnvOption,
     OutputOption,
+    _state,
     app,
     console,
     errors,
@@ -50,10 +51,16 @@ def validate(
     """Validate a desired-state repository; print file:line: message for every problem.
 
     Reads within the configuration's limits (file and repository sizes, YAML depth, nodes).
+    Nothing from the repository runs: inventories are parsed in a bounded child process with
+    the static plugins only. With a configuration file (--config), its vault password files,
+    dynamic-inventory opt-ins and inventory cache apply too.
     """
     from reconciler.service import wiring  # the adapters: when needed
 
-    result = wiring.load_repository(path, limits=settings(config).limits)
+    loaded = settings(config)
+    result = wiring.load_repository(
+        path, limits=loaded.limits, settings=loaded if config or _state.config else None
+    )
     for problem in result.problems:
         console.print(Text(safe(str(problem), MESSAGE_LIMIT)))
     if result.state is None:

@@ -26,7 +26,12 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from reconciler import content
 from reconciler.desired import problems as problems_
 from reconciler.desired import reading, resolve
-from reconciler.desired.inventories import Inventory, InventoryError, InventoryReader
+from reconciler.desired.inventories import (
+    Inventory,
+    InventoryError,
+    InventoryReader,
+    host_problems,
+)
 from reconciler.desired.model import DesiredState, EnvironmentDesired
 from reconciler.desired.problems import Problem
 from reconciler.desired.schema import EnvironmentFile
@@ -178,10 +183,15 @@ def _check_environment(
         )
     else:
         try:
-            parsed = inventories(inventory_path)
+            # named by its file: the operator's dynamic-inventory opt-in is per environment
+            parsed = inventories(inventory_path, root=root, environment=stem)
         except InventoryError as exc:
             detail = str(exc).replace(f"{root.resolve()}/", "")
             problems.append(Problem(file, located.line(("inventory",)), f"inventory: {detail}"))
+        else:
+            line = located.line(("inventory",))
+            found = host_problems(parsed, spec.groups, spec.inventory)
+            problems.extend(Problem(file, line, f"inventory: {text}") for text in found)
 
     for name, group in spec.groups.items():
         if parsed is not None and name not in parsed.groups:

@@ -5,7 +5,8 @@ Contract (beyond ``record.protocols``):
   missing directories 0700 and the database file 0600 whatever the umask (SQLite gives its
   ``-wal``/``-shm`` files the database file's mode); modes of existing files are left alone.
   WAL mode, ``synchronous=NORMAL``, foreign keys on; brings the schema up to date through
-  ``record.migrations`` (the SQL is in ``sql/sqlite/``), so the first release's databases
+  ``record.migrations`` (the SQL is in ``sql/sqlite/``) under an ``flock`` on
+  ``<db>.open-lock`` (concurrent first opens migrate once), so the first release's databases
   (``PRAGMA user_version = 1``, no ``schema_migrations``) are adopted as they are.
   ``PRAGMA user_version`` follows the newest applied migration, so the first release refuses
   a database migrated past it instead of misreading it.
@@ -25,6 +26,7 @@ conversions live in ``record.rows`` and the schema in ``record.migrations``.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import threading
@@ -162,6 +164,22 @@ class _Schema:
         self._db.execute(f"PRAGMA user_version = {version}")
 
 
+@contextmanager
+def _opening(path: Path) -> Iterator[None]:
+    """Serialise read-write opens of one database across threads and processes.
+
+    SQLite's switch to WAL mode does not wait on the busy timeout, so several first opens at
+    once failed with "database is locked"; an ``flock`` on ``<db>.open-lock`` (0600, never
+    deleted) orders them: the first creates and migrates, the others find it done.
+    """
+    fd = os.open(f"{path}.open-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _connect(target: str | Path, *, uri: bool = False) -> sqlite3.Connection:
     db = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False, timeout=30)
     db.row_factory = sqlite3.Row
@@ -187,17 +205,18 @@ class SqliteStateStore:
 
     def _open_read_write(self) -> sqlite3.Connection:
         _create_private(self.path)
-        db = _connect(self.path)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA foreign_keys=ON")
-            self.migrated = migrations.migrate(
-                _Schema(db, self._lock), migrations.available(DIALECT)
-            )
-        except BaseException:
-            db.close()
-            raise
+        with _opening(self.path):
+            db = _connect(self.path)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA foreign_keys=ON")
+                self.migrated = migrations.migrate(
+                    _Schema(db, self._lock), migrations.available(DIALECT)
+                )
+            except BaseException:
+                db.close()
+                raise
         return db
 
     def _open_read_only(self) -> sqlite3.Connection:

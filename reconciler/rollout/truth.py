@@ -85,7 +85,7 @@ class HostTruth:
                     log.exception("observation_failed", group=group.name)
             states = self._classify(environment, unobserved)
         self._remember(environment, states)
-        return states
+        return self._classify(environment, unobserved)  # with the history just written
 
     def _classify(
         self, environment: EnvironmentDesired, unobserved: set[str]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from reconciler.desired import loading
+from reconciler.desired.inventories import InventoryReader
 from reconciler.edges.ansible import inventory
 from reconciler.edges.ansible.runner import PlaybookRunner
 from reconciler.edges.gates.checker import HealthChecker
@@ -44,12 +45,38 @@ log = structlog.get_logger(__name__)
 READ_ONLY_POOL = 2
 
 
+def inventory_reader(settings: Settings | None = None) -> InventoryReader:
+    """The Ansible inventory parser (a bounded child process per parse). With ``settings``:
+    the operator's dynamic-inventory opt-ins, vault password files, limits and the parsed
+    inventory cache in the state dir; without: static inventories only, nothing decrypted,
+    nothing cached (``reconciler validate`` without a configuration)."""
+    if settings is None:
+        return inventory.InventoryParser()
+    execution = settings.execution
+    return inventory.InventoryParser(
+        cache_dir=settings.inventory_cache_dir,
+        dynamic=execution.dynamic_inventories,
+        vault=execution.vault_files,
+        limits=inventory.Limits(
+            timeout_s=execution.inventory_timeout,
+            memory_bytes=execution.inventory_memory_mib << 20,
+        ),
+    )
+
+
 def load_repository(
-    root: Path, commit: str | None = None, limits: LimitsSettings | None = None
+    root: Path,
+    commit: str | None = None,
+    limits: LimitsSettings | None = None,
+    *,
+    settings: Settings | None = None,
+    inventories: InventoryReader | None = None,
 ) -> loading.LoadResult:
-    """Validate a desired-state work tree with the real (Ansible) inventory parser, within
-    the operator's ``limits`` (the defaults when None)."""
-    return loading.load_repository(root, inventories=inventory.load, commit=commit, limits=limits)
+    """Validate a desired-state work tree with the real (Ansible) inventory parser
+    (``inventories``, else ``inventory_reader(settings)``), within the operator's ``limits``
+    (the defaults when None)."""
+    reader = inventories if inventories is not None else inventory_reader(settings)
+    return loading.load_repository(root, inventories=reader, commit=commit, limits=limits)
 
 
 def open_store(settings: Settings, *, read_only: bool = False) -> StateStore:
@@ -164,10 +191,11 @@ def git_writer(settings: Settings, *, cancel: threading.Event | None = None) -> 
 
 def desired_source(settings: Settings, store: StateStore, *, record: bool) -> DesiredSource:
     """The source stage; ``record=False`` for reads that must leave the store as it was."""
+    reader = inventory_reader(settings)
     return DesiredSource(
         git_source(settings),
         meta=store,
-        load=lambda root, sha: load_repository(root, sha, settings.limits),
+        load=lambda root, sha: load_repository(root, sha, settings.limits, inventories=reader),
         record=record,
     )
 
@@ -184,6 +212,7 @@ def build(
         keep_runs=settings.execution.keep_runs,
         host_key_checking=settings.execution.host_key_checking,
         control_path_dir=settings.control_path_dir,
+        vault=settings.execution.vault_files,
     )
     reverter: Reverter = git_writer(settings, cancel=stopping)
     observer = Observer(

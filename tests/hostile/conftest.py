@@ -16,7 +16,7 @@ from tests.daemon.conftest import fleet, make_daemon, setup  # noqa: F401
 HOSTS = {"web": ("web-01", "web-02"), "worker": ("worker-01",)}
 
 
-def fake_inventory(path: Path) -> Inventory:
+def fake_inventory(path: Path, *, root: Path, environment: str) -> Inventory:
     """Every inventory has groups web and worker (the file is not read)."""
     names = [name for hosts in HOSTS.values() for name in hosts]
     return Inventory(groups=HOSTS, hosts={n: Host(n, "127.0.0.1") for n in names})

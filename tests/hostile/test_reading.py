@@ -163,7 +163,7 @@ def test_problems_are_capped_and_rendered_terminal_safe(repo):
 def test_the_loader_never_raises_for_an_exception_of_the_inventory_reader(repo):
     from reconciler.desired import loading as module
 
-    def exploding(path: Path):
+    def exploding(path: Path, *, root: Path, environment: str):
         raise RuntimeError("\x1b[2Jboom")
 
     (repo / ENV_FILE).write_text(VALID)

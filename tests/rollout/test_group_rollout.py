@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host, Rollout
+from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host, Retries, Rollout
 from reconciler.desired.schema import HealthCheck, HttpGate
 from reconciler.plan import canary, policy
+from reconciler.record import ObservedVersion
 from reconciler.record.sqlite import SqliteStateStore
 from reconciler.rollout.group import Deployment, GroupRollout
 from reconciler.rollout.ports import Adapters, SilentReporter, StopRequest
 from reconciler.settings import ExecutionSettings
-from reconciler.states import GroupState, PushStatus, RolloutState, StopReason
+from reconciler.states import GroupState, PushStatus, RolloutState, RolloutTrigger, StopReason
 from reconciler.testing.fakes import FakeChecker, FakeReverter, FakeRunner
 
 HOSTS = [f"web-{i:02d}" for i in range(1, 11)]
@@ -295,3 +296,111 @@ def test_a_repository_role_named_like_a_shipped_one_is_not_used_and_is_reported(
     assert seen and all(path == (content.roles_dir(), repo / "roles") for path in seen)
     warned = [e for e in logs if e["event"] == "repository_role_shadows_shipped"]
     assert warned and warned[0]["roles"] == ["deploy_app"] and warned[0]["used"] == "shipped"
+
+
+class FlakyRunner(FakeRunner):
+    """Hosts in ``down`` are unreachable for their first ``times`` attempts."""
+
+    def __init__(self, down: dict[str, int], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.down = dict(down)
+
+    def run(self, run, **kwargs):
+        self.unreachable = {h for h in run.hosts if self.down.get(h, 0) > 0}
+        for host in self.unreachable:
+            self.down[host] -= 1
+        return super().run(run, **kwargs)
+
+
+def fast_retries(g: GroupDesired, attempts: int = 3) -> GroupDesired:
+    rollout = dataclasses.replace(g.rollout, retries=Retries(attempts, 0.0, 0.0))
+    return dataclasses.replace(g, rollout=rollout)
+
+
+def test_an_unreachable_host_is_retried_and_the_step_succeeds(store):
+    canary = COHORT[0]
+    runner = FlakyRunner({canary: 2})
+    outcome, runner, _ = run(store, fast_retries(group("2")), on_v1(), runner=runner)
+    assert outcome.state == GroupState.SUCCEEDED
+    assert runner.calls[:3] == [((canary,), {"shop": "2"})] * 3, "two retries of the canary"
+    first = store.steps(store.rollouts("prod")[0].id)[0]
+    assert [(a["attempt"], a["unreachable"]) for a in first.attempts] == [
+        (1, [canary]),
+        (2, [canary]),
+        (3, []),
+    ]
+    assert first.state == "succeeded"
+
+
+def test_only_unreachable_hosts_are_retried_never_failed_ones(store):
+    runner = FakeRunner({COHORT[0]}, failing_versions={"2"})  # a failed task, not unreachable
+    outcome, runner, _ = run(store, fast_retries(group("2")), on_v1(), runner=runner)
+    assert outcome.state == GroupState.ROLLED_BACK
+    deploys = [c for c in runner.calls if c[1] == {"shop": "2"}]
+    assert len(deploys) == 1, "a failing task is a real failure: no retry"
+
+
+def test_a_host_never_reached_is_not_rolled_back(store):
+    # step 2 (4 hosts): COHORT[2] never answers, COHORT[3] fails the playbook: beyond tolerance
+    runner = FlakyRunner({COHORT[2]: 99}, failing={COHORT[3]}, failing_versions={"2"})
+    outcome, runner, _ = run(store, fast_retries(group("2"), attempts=2), on_v1(), runner=runner)
+    assert outcome.state == GroupState.ROLLED_BACK
+    rolled_back = {h for hosts, apps in runner.calls if apps == {"shop": "1"} for h in hosts}
+    assert COHORT[2] not in rolled_back, "it ran nothing of the rollout"
+    assert {COHORT[0], COHORT[1], COHORT[3], COHORT[4]} <= rolled_back
+
+
+class Observing:
+    """An observer that reports the versions the fake runner deployed last."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.calls: list[tuple[str, ...]] = []
+
+    def observe(self, environment, group, hosts, root, *, cancel=None):
+        self.calls.append(tuple(h.name for h in hosts))
+        recorded = self.store.recorded_versions(environment.name)
+        return [
+            ObservedVersion(
+                environment.name, h.name, app, recorded.get((h.name, app)), "ok", "", 1.0
+            )
+            for h in hosts
+            for app in group.apps
+        ]
+
+
+def test_every_step_is_observed_after_its_gates(store):
+    observer = Observing(store)
+    adapters = Adapters(store, FakeRunner(), FakeChecker(), observer=observer)
+    g = group("2")
+    engine = GroupRollout(
+        adapters, ExecutionSettings(), environment(g), g, Deployment(Path("/repo"), "c0", "r1")
+    )
+    engine.run(canary.plan_group("prod", g, on_v1()))
+    assert [len(c) for c in observer.calls] == [1, 5, 10], "the hosts touched so far"
+    assert {o.version for o in store.observed("prod").values()} == {"2"}
+
+
+def test_a_failed_self_heal_ends_failed_without_rollback_or_revert(store):
+    reverter = FakeReverter()
+    outcome, runner, _ = run_heal(store, reverter)
+    assert outcome.state == GroupState.FAILED and outcome.reason.startswith("self-heal failed")
+    assert [apps for _, apps in runner.calls] == [{"shop": "2"}], "no rollback playbook"
+    assert reverter.calls == [] and store.quarantine("prod", "web") is None
+    assert store.rollouts("prod")[0].trigger == RolloutTrigger.SELF_HEAL
+
+
+def run_heal(store, reverter):
+    g = dataclasses.replace(group("2"), rollout=Rollout(canary=(100,)))
+    runner = FakeRunner()
+    adapters = Adapters(store, runner, FakeChecker("2"), reverter)
+    engine = GroupRollout(
+        adapters,
+        ExecutionSettings(),
+        environment(g),
+        g,
+        Deployment(Path("/repo"), "c0", "r1"),
+        trigger=RolloutTrigger.SELF_HEAL,
+    )
+    recorded = {(h, "shop"): "1" for h in HOSTS[:1]} | {(h, "shop"): "2" for h in HOSTS[1:]}
+    return engine.run(canary.plan_group("prod", g, recorded)), runner, None

@@ -4,6 +4,7 @@ crash left unfinished."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,9 +12,17 @@ from pathlib import Path
 import pytest
 
 from reconciler.desired.model import DesiredState, EnvironmentDesired, GroupDesired, Host, Rollout
-from reconciler.desired.schema import HealthCheck, HttpGate, MaintenanceWindow
+from reconciler.desired.schema import (
+    FactProbe,
+    HealthCheck,
+    HttpGate,
+    MaintenanceWindow,
+    Observe,
+    SelfHeal,
+)
 from reconciler.edges.git import CommitInfo
 from reconciler.plan import policy
+from reconciler.record import ObservedVersion
 from reconciler.record.sqlite import (
     DeployedVersion,
     QuarantineRecord,
@@ -26,7 +35,7 @@ from reconciler.rollout.ports import Adapters
 from reconciler.rollout.reconciler import Reconciler, ReconcileResult
 from reconciler.settings import Settings
 from reconciler.source.refresh import DesiredSnapshot
-from reconciler.states import EnvironmentResult, GroupState
+from reconciler.states import EnvironmentResult, GroupState, RolloutTrigger
 from reconciler.testing.fakes import FakeChecker, FakeReverter, FakeRunner, StaticSource
 
 # 2026-11-24 (a Tuesday) 12:00 UTC
@@ -65,7 +74,14 @@ def reconciler(store, runner, parallel_groups=4, clock=lambda: NOON, checker=Non
     settings = Settings(
         state_dir=Path("/nonexistent"), execution={"parallel_groups": parallel_groups}
     )
-    adapters = Adapters(store, runner, checker or FakeChecker(), kw.get("reverter"), clock=clock)
+    adapters = Adapters(
+        store,
+        runner,
+        checker or FakeChecker(),
+        kw.get("reverter"),
+        clock=clock,
+        observer=kw.get("observer"),
+    )
     source = kw.get("source") or StaticSource(snapshot())
     return Reconciler(settings, source=source, adapters=adapters)
 
@@ -301,3 +317,80 @@ def test_resume_keeps_last_good_versions_when_the_target_is_still_desired(store)
     snap = snapshot(group("web", ["w1", "w2"], version="2"))
     reconciler(store, FakeRunner()).resume_interrupted(snap)
     assert {(d.host, d.version) for d in store.deployed("prod")} == {("w1", "1"), ("w2", "1")}
+
+
+class Reporting:
+    """An observer that reports ``versions`` (host -> version) for every observed host."""
+
+    def __init__(self, versions: dict[str, str | None]) -> None:
+        self.versions = versions
+        self.calls = 0
+
+    def observe(self, environment, group, hosts, root, *, cancel=None):
+        self.calls += 1
+        return [
+            ObservedVersion(
+                environment.name, h.name, app, self.versions.get(h.name), "ok", "", NOON
+            )
+            for h in hosts
+            for app in group.apps
+        ]
+
+
+def healing(name, hosts, version="2") -> GroupDesired:
+    return dataclasses.replace(
+        group(name, hosts, version),
+        observe=Observe(fact=FactProbe()),
+        self_heal=SelfHeal(enabled=True, flap_period=3600),
+    )
+
+
+def test_out_of_band_hosts_are_reported_not_touched_without_self_heal(store):
+    store.record_deployed([DeployedVersion("prod", "w1", "web", "2", "web", "c", None, 0.0)])
+    g = dataclasses.replace(group("web", ["w1"]), observe=Observe(fact=FactProbe()))
+    runner, observer = FakeRunner(), Reporting({"w1": "1"})
+    rec = reconciler(store, runner, observer=observer)
+    outcome = run_env(rec, snapshot(g))
+    assert observer.calls == 1, "never observed: due at once"
+    assert runner.calls == [] and outcome.result == EnvironmentResult.IN_SYNC
+    [mark] = store.drift_marks("prod").values()
+    assert mark.since == NOON and not mark.flapping
+    assert store.observed("prod")[("w1", "web")].version == "1"
+
+
+def test_self_heal_redeploys_an_out_of_band_host_and_a_flapping_one_is_left_alone(store):
+    store.record_deployed(
+        [DeployedVersion("prod", h, "web", "2", "web", "c", None, 0.0) for h in ("w1", "w2")]
+    )
+    clock = [NOON]
+    runner = FakeRunner()
+    observer = Reporting({"w1": "1", "w2": "2"})
+    rec = reconciler(store, runner, observer=observer, clock=lambda: clock[0])
+    outcome = run_env(rec, snapshot(healing("web", ["w1", "w2"])))
+    assert runner.calls == [(("w1",), {"web": "2"})], "only the out-of-band host"
+    assert outcome.group("web").state == GroupState.SUCCEEDED
+    heal = store.rollouts("prod")[0]
+    assert heal.trigger == RolloutTrigger.SELF_HEAL
+    # w1 drifts again 10 minutes later: flapping, not healed a second time
+    clock[0] = NOON + 600
+    observer.versions["w1"] = "1"
+    run_env(rec, snapshot(healing("web", ["w1", "w2"])), observe=True)
+    assert len(runner.calls) == 1, "a flapping host is not healed again"
+    assert store.drift_marks("prod")[("w1", "web")].flapping
+
+
+def test_self_heal_waits_while_the_environment_is_suspended(store):
+    store.record_deployed([DeployedVersion("prod", "w1", "web", "2", "web", "c", None, 0.0)])
+    store.update_environment("prod", NOON, suspended=True)
+    runner = FakeRunner()
+    rec = reconciler(store, runner, observer=Reporting({"w1": "1"}))
+    outcome = run_env(rec, snapshot(healing("web", ["w1"])))
+    assert runner.calls == [] and outcome.result == EnvironmentResult.SUSPENDED
+
+
+def test_hosts_gone_from_the_inventory_are_forgotten(store):
+    store.record_deployed(
+        [DeployedVersion("prod", h, "web", "2", "web", "c", None, 0.0) for h in ("w1", "gone")]
+    )
+    run_env(reconciler(store, FakeRunner()), snapshot(group("web", ["w1"])))
+    assert set(store.recorded_versions("prod")) == {("w1", "web")}

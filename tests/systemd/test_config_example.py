@@ -73,6 +73,10 @@ def test_example_loads_through_settings() -> None:
     assert settings.execution.private_key_file == CREDENTIALS_DIR / "ssh-key"
     assert settings.execution.parallel_groups == 4
     assert settings.execution.extra_envvars == {}
+    assert settings.execution.vault_password_file is None and settings.execution.vault_ids == {}
+    assert settings.execution.dynamic_inventories == {}
+    assert settings.execution.inventory_timeout == 120.0
+    assert settings.execution.inventory_memory_mib == 2048
     assert (settings.api.listen, settings.api.port, settings.api.url) == ("127.0.0.1", 9480, None)
     assert settings.api.token_file == CREDENTIALS_DIR / "api-token"
     assert settings.webhooks.github_secret_file == CREDENTIALS_DIR / "github-secret"

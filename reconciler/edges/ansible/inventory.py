@@ -1,123 +1,179 @@
-"""Ansible inventories (INI, YAML or a directory) read with Ansible's own inventory manager.
+"""Ansible inventories (INI, YAML, TOML or a directory), parsed only in a bounded child process.
 
-Contract: ``load(path)`` returns every group with its hosts (children included, Ansible order)
-and, per host, the address (``ansible_host`` or the name) and the app ports
-(``deploy_app_ports``) health gates need. Unparseable sources raise ``InventoryError``.
-Variables are read, never templated. Static inventories (no executable file, no ``plugin:``
-source) are cached in-process by the hash of their content, so a new commit with an unchanged
-inventory does not pay Ansible's parse again (seconds at 10,000 hosts).
+Contract of ``InventoryParser(...)(path, root=, environment=)`` (an ``InventoryReader``):
+
+* Returns every group with its hosts (children included, Ansible order) and, per host, the
+  address (``ansible_host`` or the name) and the app ports (``deploy_app_ports``) health gates
+  need. Variables are read, never templated.
+* Ansible never runs in this process: ``edges.ansible.inventory_process`` runs it in a fresh,
+  bounded child (``limits``: wall clock, address space, output size). Only the static inventory
+  plugins (``STATIC_PLUGINS``) are enabled, and an executable inventory or a ``plugin:``
+  source is rejected before any child starts (``edges.ansible.inventory_sources``), unless the
+  operator lists the environment in ``dynamic`` (``execution.dynamic_inventories``: environment
+  -> the plugins to enable on top, e.g. ``script``, ``auto``); a dynamic inventory still runs
+  only in the child, and its result is never cached.
+* Vault: ``vault`` lists ``(vault id, password file)``; the child reads the files itself.
+  Without them, vault-encrypted vars are not decrypted (a vaulted ``ansible_host`` reads as
+  absent). A result that holds a value from a vault is never written anywhere.
+* Cache (``cache_dir``, optional): a static result is stored by the SHA-256 of the inventory's
+  files and of the parser's settings (``edges.ansible.inventory_cache``), so an unchanged
+  inventory is not parsed again, in this process or another one (a restart, the CLI).
+* Any failure (bad content, Ansible error, timeout, memory, crash, malformed output, unreadable
+  files) raises ``InventoryError`` with one terminal-safe, length-capped line naming the file
+  (repository-relative) and the line when known. Nothing else escapes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import threading
-from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+import importlib.metadata
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from reconciler import __version__
 from reconciler.desired.inventories import Inventory, InventoryError
-from reconciler.desired.model import Host
+from reconciler.edges.ansible import inventory_data, inventory_process, inventory_sources
+from reconciler.edges.ansible.inventory_cache import DiskCache
+from reconciler.edges.ansible.inventory_process import Limits
+from reconciler.support.text import safe
 
-__all__ = ["Inventory", "InventoryError", "clear_cache", "content_key", "load"]
+__all__ = ["STATIC_PLUGINS", "Inventory", "InventoryError", "InventoryParser", "Limits", "load"]
+
+log = logging.getLogger(__name__)
+
+#: Ansible's order (``host_list`` first, then by format); none of them runs code.
+STATIC_PLUGINS = ("host_list", "yaml", "ini", "toml")
+_FORMAT = 1
 
 
-def _ports(value: object) -> dict[str, int]:
-    if not isinstance(value, Mapping):
-        return {}
-    ports: dict[str, int] = {}
-    for app, port in value.items():
+def _ansible_version() -> str:
+    try:
+        return importlib.metadata.version("ansible-core")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - not installed
+        return "none"
+
+
+class InventoryParser:
+    """Parses inventories in a child process, with a content-addressed cache (see module)."""
+
+    def __init__(
+        self,
+        *,
+        cache_dir: Path | None = None,
+        dynamic: Mapping[str, Sequence[str]] | None = None,
+        vault: Sequence[tuple[str, Path]] = (),
+        limits: Limits | None = None,
+        max_bytes: int = inventory_sources.MAX_BYTES,
+    ) -> None:
+        self.cache = DiskCache(cache_dir) if cache_dir is not None else None
+        self.dynamic = {env: tuple(plugins) for env, plugins in (dynamic or {}).items()}
+        self.vault = tuple((vault_id, Path(path).absolute()) for vault_id, path in vault)
+        self.limits = limits or Limits()
+        self.max_bytes = max_bytes
+
+    def __call__(self, path: Path, *, root: Path, environment: str) -> Inventory:
+        root = Path(root).resolve()
+        dynamic = environment in self.dynamic
+        plugins = (*STATIC_PLUGINS, *self.dynamic.get(environment, ()))
         try:
-            ports[str(app)] = int(port)
-        except (TypeError, ValueError):
-            continue
-    return ports
+            return self._load(path, root, plugins, dynamic)
+        except InventoryError:
+            raise
+        except Exception as exc:  # a bug here must reject the commit, not stop the daemon
+            log.exception("inventory: unexpected error reading %s", path)
+            raise InventoryError(
+                f"{self._name(root, Path(path))}: cannot read the inventory: "
+                f"{safe(f'{type(exc).__name__}: {exc}', 200)}"
+            ) from None
 
+    # ---------------------------------------------------------------- internals
 
-_CACHE: OrderedDict[str, Inventory] = OrderedDict()
-_CACHE_SIZE = 8
-_CACHE_LOCK = threading.Lock()
+    def _key(self, sources: inventory_sources.Sources, plugins: Sequence[str]) -> str:
+        settings = json.dumps(
+            {
+                "format": _FORMAT,
+                "reconciler": __version__,
+                "ansible-core": _ansible_version(),
+                "plugins": list(plugins),
+                "vault": [[vault_id, str(path)] for vault_id, path in self.vault],
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(settings.encode() + b"\0" + sources.digest.encode()).hexdigest()
 
+    @staticmethod
+    def _name(root: Path, file: Path | str | None) -> str:
+        if not file:
+            return "inventory"
+        path = Path(file)
+        try:
+            return safe(path.resolve().relative_to(root).as_posix(), 200)
+        except (ValueError, OSError):
+            return safe(path.name, 200)
 
-def _source_files(path: Path) -> Iterator[Path]:
-    """Every file Ansible reads for ``path``: the tree, and group_vars/host_vars beside a file."""
-    roots = (
-        [path] if path.is_dir() else [path, path.parent / "group_vars", path.parent / "host_vars"]
-    )
-    for root in roots:
-        if root.is_file():
-            yield root
-        elif root.is_dir():
-            for folder, _dirs, files in sorted(os.walk(root)):
-                yield from (Path(folder) / name for name in sorted(files))
+    def _load(self, path: Path, root: Path, plugins: Sequence[str], dynamic: bool) -> Inventory:
+        sources = inventory_sources.scan(root, path, dynamic=dynamic, max_bytes=self.max_bytes)
+        key = self._key(sources, plugins)
+        if self.cache is not None and not dynamic:
+            cached = self.cache.get(key)
+            if cached is not None:
+                log.debug("inventory: %s from the cache", self._name(root, sources.path))
+                return cached
+        started = time.monotonic()
+        request = {
+            "source": str(sources.path),
+            "yaml_files": [str(f) for f in sources.files],
+            "vault": [[vault_id, str(file)] for vault_id, file in self.vault],
+        }
+        name = self._name(root, sources.path)
+        try:
+            document = inventory_process.run(
+                request, plugins=plugins, limits=self.limits, dynamic=dynamic
+            )
+        except inventory_process.WorkerError as exc:
+            raise InventoryError(f"{name}: {safe(str(exc))}") from None
+        except OSError as exc:  # cannot start the child at all
+            raise InventoryError(f"{name}: cannot start the inventory parser: {exc}") from None
+        error = document.get("error")
+        if error is not None:
+            raise InventoryError(self._error_text(root, error, name))
+        try:
+            inventory = inventory_data.decode(document)
+        except ValueError as exc:
+            raise InventoryError(
+                f"{name}: the parser returned malformed output: {safe(str(exc))}"
+            ) from None
+        vaulted = document.get("vaulted") is not False
+        if self.cache is not None and not dynamic and not vaulted:
+            self.cache.put(key, document)
+        log.info(
+            "inventory: parsed %s in a child process (%d hosts, %.2fs)",
+            name,
+            len(inventory.hosts),
+            time.monotonic() - started,
+        )
+        return inventory
 
-
-def content_key(path: Path) -> str | None:
-    """A hash of the inventory's files, or None when it may be dynamic (never cached)."""
-    digest = hashlib.sha256()
-    for file in _source_files(path):
-        data = file.read_bytes()
-        if os.access(file, os.X_OK) or b"\nplugin:" in b"\n" + data:
-            return None  # a script or an inventory plugin: its hosts can change at any time
-        digest.update(str(file.relative_to(path.parent)).encode() + b"\0" + data + b"\0")
-    return digest.hexdigest()
+    def _error_text(self, root: Path, error: object, name: str) -> str:
+        if not isinstance(error, Mapping):
+            return f"{name}: the parser returned malformed output"
+        file, line, message = error.get("file"), error.get("line"), error.get("message")
+        where = self._name(root, file) if isinstance(file, str) and file else name
+        if type(line) is int and line > 0:
+            where += f":{line}"
+        if where.split(":")[0] != name:
+            where = f"{name}: {where}"
+        return safe(f"{where}: {message or 'cannot be parsed'}")
 
 
 def load(path: Path) -> Inventory:
-    """Parse the inventory at ``path`` (file or directory), from the cache when unchanged."""
-    try:
-        key = content_key(path)
-    except OSError:
-        key = None
-    if key is not None:
-        with _CACHE_LOCK:
-            if key in _CACHE:
-                _CACHE.move_to_end(key)
-                return _CACHE[key]
-    parsed = _parse(path)
-    if key is not None:
-        with _CACHE_LOCK:
-            _CACHE[key] = parsed
-            while len(_CACHE) > _CACHE_SIZE:
-                _CACHE.popitem(last=False)
-    return parsed
+    """Parse one inventory with the defaults (static plugins only, no vault, no cache)."""
+    return InventoryParser()(path, root=Path(path).resolve().parent, environment="")
 
 
 def clear_cache() -> None:
-    """Forget every parsed inventory (the next :func:`load` parses, as in a new process)."""
-    with _CACHE_LOCK:
-        _CACHE.clear()
-
-
-def _parse(path: Path) -> Inventory:
-    from ansible import constants
-    from ansible.errors import AnsibleError
-    from ansible.inventory.manager import InventoryManager
-    from ansible.parsing.dataloader import DataLoader
-    from ansible.vars.manager import VariableManager
-
-    # A broken inventory is an error, not a warning followed by an empty inventory. Set on
-    # Ansible's in-process constants only: never in os.environ, which child processes inherit.
-    constants.INVENTORY_UNPARSED_IS_FAILED = True
-    constants.INVENTORY_ANY_UNPARSED_IS_FAILED = True
-    loader = DataLoader()
-    try:
-        manager = InventoryManager(loader=loader, sources=[str(path)])
-    except AnsibleError as exc:
-        raise InventoryError(str(exc).splitlines()[0]) from exc
-    variables = VariableManager(loader=loader, inventory=manager)
-    hosts: dict[str, Host] = {}
-    for host in manager.get_hosts(ignore_restrictions=True):
-        host_vars = variables.get_vars(host=host, include_hostvars=False)
-        hosts[host.name] = Host(
-            name=host.name,
-            address=str(host_vars.get("ansible_host") or host.name),
-            ports=_ports(host_vars.get("deploy_app_ports")),
-        )
-    groups = {
-        name: tuple(h.name for h in group.get_hosts())
-        for name, group in manager.groups.items()
-        if name not in ("all", "ungrouped")
-    }
-    return Inventory(groups=groups, hosts=hosts)
+    """Nothing to clear: this process keeps no parsed inventory (kept for callers of the
+    former in-process cache; the disk cache is keyed by content and needs no clearing)."""

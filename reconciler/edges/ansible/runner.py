@@ -20,6 +20,9 @@ Contract
 * Every run gets a fresh private data dir ``runs_dir/<UTC timestamp>-<label>-<uuid8>`` and a
   unique ident (``uuid4().hex``). After each run only the newest ``keep_runs`` run dirs are
   kept (dirs of runs still in progress are never removed).
+* Ansible Vault: each ``(vault id, password file)`` of ``vault`` is passed as
+  ``--vault-id <id>@<file>``: the file's path is on the command line, never the secret (nor
+  in the environment); Ansible reads it and decrypts only what the play uses.
 * Extra vars are written to ``<run dir>/reconciler-extravars.yml`` with every string value
   (at any depth; mapping keys stay plain) tagged ``!unsafe``, and passed as
   ``-e @<file>``, so Ansible never templates them (a version like
@@ -32,6 +35,7 @@ Contract
   (from the adapter's ``host_key_checking``) and ``RECONCILER_RUN_IDENT=<ident>``. Values are
   never logged, and after the run the copy ansible-runner stores in
   ``artifacts/<ident>/command`` has every value redacted except the settings above.
+  Facts are cached in memory only (Ansible's jsonfile cache writes world-readable files).
 * Timeout and cancellation are enforced here, polled every ``poll_interval_s``: the whole
   process tree of the run is killed (:func:`reconciler.edges.ansible.process_tree.kill_run`) before
   ansible-runner is told to stop. Hosts that had not finished are FAILED (some task ran) or
@@ -57,7 +61,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -84,6 +88,7 @@ _LABEL_MAX = 64
 _EXTRAVARS_FILE = "reconciler-extravars.yml"
 _RUN_DIR_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-.*-[0-9a-f]{8}$")
 _REDACTED = "<redacted>"
+_VAULT_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 def _safe_label(label: str) -> str:
@@ -110,9 +115,12 @@ class PlaybookRunner:
         host_key_checking: bool = True,
         poll_interval_s: float = 1.0,
         control_path_dir: Path | None = None,
+        vault: Sequence[tuple[str, Path]] = (),
     ) -> None:
         if keep_runs < 1:
             raise ValueError("keep_runs must be >= 1")
+        if any(not _VAULT_ID_RE.match(vault_id) for vault_id, _ in vault):
+            raise ValueError(f"invalid vault id in {vault}: ids match {_VAULT_ID_RE.pattern}")
         if not poll_interval_s > 0:
             raise ValueError("poll_interval_s must be > 0")
         self.runs_dir = Path(runs_dir).absolute()
@@ -120,6 +128,7 @@ class PlaybookRunner:
         self.host_key_checking = host_key_checking
         self.poll_interval_s = poll_interval_s
         self.control_path_dir = control_path_dir
+        self.vault_args = tuple(a for i, f in vault for a in ("--vault-id", f"{i}@{f.absolute()}"))
         self._lock = threading.Lock()
         self._active: set[Path] = set()
 
@@ -251,7 +260,8 @@ class PlaybookRunner:
         except OSError as exc:
             return self._error(run, ident, run_dir, started, f"cannot prepare run dir: {exc}")
 
-        cmdline = " ".join(shlex.quote(a) for a in ("-e", f"@{extravars_path}", str(playbook)))
+        args = ("-e", f"@{extravars_path}", *self.vault_args, str(playbook))
+        cmdline = " ".join(shlex.quote(a) for a in args)
         artifact_dir = run_dir / "artifacts" / ident
         try:
             runner = ansible_runner.run(
@@ -264,6 +274,9 @@ class PlaybookRunner:
                 envvars=dict(env_known),
                 settings=dict(settings),
                 suppress_env_files=True,
+                # Ansible's jsonfile fact cache chmods its files 0644 whatever the umask; a run
+                # is one process, so facts in memory lose nothing.
+                fact_cache_type="memory",
                 quiet=True,
                 event_handler=state.event_handler,
                 cancel_callback=state.cancel_callback,
