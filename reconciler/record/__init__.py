@@ -10,7 +10,8 @@ schema from ``record.migrations`` and passes the contract suite in ``tests/state
 * ``record.types``: the frozen record dataclasses, states as ``reconciler.states`` enums.
 * ``record.protocols``: the store interface split by role, ``StateStore`` their union,
   ``StoreError`` (a ``reconciler.errors.PermanentError``) and ``StoreUnavailable`` (a
-  ``TemporaryError``: a server store cannot be reached now).
+  ``TemporaryError``: a server store cannot be reached now); ``Leases`` (PostgreSQL only:
+  environments leased to replicas) and ``Fenced``, the write it refuses.
 * ``record.migrations``: the versioned-migration runner shared by the backends.
 """
 
@@ -18,6 +19,8 @@ from reconciler.record.protocols import (
     DeployedVersions,
     EnvironmentFields,
     EnvironmentStates,
+    Fenced,
+    Leases,
     Meta,
     ObservedState,
     Quarantines,
@@ -31,8 +34,10 @@ from reconciler.record.types import (
     DeployedVersion,
     DriftMark,
     EnvironmentStatus,
+    Lease,
     ObservedVersion,
     QuarantineRecord,
+    Replica,
     RolloutRecord,
     RunRecord,
     StepRecord,
@@ -45,11 +50,15 @@ __all__ = [
     "EnvironmentFields",
     "EnvironmentStates",
     "EnvironmentStatus",
+    "Fenced",
+    "Lease",
+    "Leases",
     "Meta",
     "ObservedState",
     "ObservedVersion",
     "QuarantineRecord",
     "Quarantines",
+    "Replica",
     "RolloutJournal",
     "RolloutRecord",
     "RunJournal",

@@ -32,8 +32,10 @@ from reconciler.record.types import (
     DeployedVersion,
     DriftMark,
     EnvironmentStatus,
+    Lease,
     ObservedVersion,
     QuarantineRecord,
+    Replica,
     RolloutRecord,
     RunRecord,
     StepRecord,
@@ -44,6 +46,8 @@ __all__ = [
     "DeployedVersions",
     "EnvironmentFields",
     "EnvironmentStates",
+    "Fenced",
+    "Leases",
     "Meta",
     "ObservedState",
     "Quarantines",
@@ -63,6 +67,12 @@ class StoreError(PermanentError):
 class StoreUnavailable(TemporaryError):
     """The database cannot be reached now (refused, lost or timed-out connection, a server
     shutting down, a serialization failure): retry later; nothing about the data is known."""
+
+
+class Fenced(StoreError):
+    """The database refused a write of a leased environment: the write did not carry the
+    live lease's fencing token (another replica holds a newer one, or the lease lapsed).
+    The writer must stand down: it no longer owns the environment."""
 
 
 class DeployedVersions(Protocol):
@@ -238,6 +248,45 @@ class Meta(Protocol):
     def get_meta(self, key: str) -> str | None: ...
 
     def set_meta(self, key: str, value: str) -> None: ...
+
+
+class Leases(Protocol):
+    """Environments leased to replicas (a server store shared by several daemons).
+
+    Times are the database's clock; ``ttl`` is in seconds. A lease is live until it expires;
+    the journal, deployed versions and quarantine of a leased environment accept only writes
+    that carry its live token (``fenced(token)``), others raise ``Fenced``.
+    """
+
+    def heartbeat(self, replica: str, address: str, ttl: float) -> None:
+        """Say ``replica`` is alive for ``ttl`` more seconds."""
+        ...
+
+    def leave(self, replica: str) -> None:
+        """``replica`` stops: it is no longer a member (its leases are released apart)."""
+        ...
+
+    def live_replicas(self) -> list[Replica]:
+        """Members whose heartbeat has not expired, by name."""
+        ...
+
+    def acquire(self, environment: str, holder: str, ttl: float) -> Lease | None:
+        """Take the lease when it is free (never granted, expired or released), with a new
+        token; None when another replica holds it live. A holder whose own lease lapsed gets
+        a new token too (anything may have happened meanwhile)."""
+        ...
+
+    def renew(self, lease: Lease, ttl: float) -> Lease | None:
+        """Extend a live lease, same token; None when it is lost (expired or taken)."""
+        ...
+
+    def release(self, lease: Lease) -> None:
+        """Give the lease up now (no-op when it is no longer ours)."""
+        ...
+
+    def leases(self) -> list[Lease]:
+        """Every lease ever granted (live or not), by environment."""
+        ...
 
 
 class StateStore(

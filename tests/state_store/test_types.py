@@ -66,6 +66,10 @@ def test_store_error_is_a_permanent_error():
     assert issubclass(record.StoreError, errors.PermanentError)
 
 
+def test_fenced_is_a_store_error():
+    assert issubclass(record.Fenced, record.StoreError)
+
+
 def test_store_unavailable_is_a_temporary_error():
     assert issubclass(record.StoreUnavailable, errors.TemporaryError)
     assert not issubclass(record.StoreUnavailable, record.StoreError)
@@ -77,6 +81,7 @@ def test_the_package_exports_types_protocols_and_the_error():
         "EnvironmentStatus", "DeployedVersions", "RunJournal", "RolloutJournal",
         "EnvironmentStates", "EnvironmentFields", "Quarantines", "Meta", "StateStore",
         "StoreError", "StoreUnavailable", "ObservedVersion", "DriftMark", "ObservedState",
+        "Lease", "Replica", "Leases", "Fenced",
     }  # fmt: skip
     assert set(record.__all__) == expected
     assert all(hasattr(record, name) for name in expected)
@@ -122,7 +127,11 @@ def test_only_record_postgresql_imports_psycopg():
             )
             if any(n.split(".")[0] in ("psycopg", "psycopg_pool") for n in names):
                 importers.add(path.relative_to(RECORD_DIR).as_posix())
-    assert importers == {"postgresql/connection.py", "postgresql/store.py"}
+    assert importers == {
+        "postgresql/connection.py",
+        "postgresql/leases.py",
+        "postgresql/store.py",
+    }
 
 
 def test_only_record_sqlite_imports_sqlite3():

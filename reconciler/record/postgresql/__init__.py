@@ -11,11 +11,13 @@ password file, the pool, the translation of psycopg errors into ``StoreError`` a
 * ``state.url`` is a libpq URL without a password; the password comes from
   ``state.password_file`` (read at each new connection) or libpq (``PGPASSWORD``,
   ``PGPASSFILE``, ``~/.pgpass``).
-* More PostgreSQL-only roles (leases, notifications) are modules of this package, on
-  ``connection.Connections`` (``PostgresStateStore.connections``).
+* PostgreSQL-only roles are modules of this package, on ``connection.Connections``
+  (``PostgresStateStore.connections``): ``leases`` (``PostgresLeases``: environments leased
+  to replicas, fencing tokens checked by the database on every journal and deployed write).
 """
 
 from reconciler.record.postgresql.connection import MIGRATION_LOCK, Connections
+from reconciler.record.postgresql.leases import PostgresLeases
 from reconciler.record.postgresql.store import PostgresStateStore
 
-__all__ = ["MIGRATION_LOCK", "Connections", "PostgresStateStore"]
+__all__ = ["MIGRATION_LOCK", "Connections", "PostgresLeases", "PostgresStateStore"]

@@ -9,7 +9,9 @@ Contract:
   each checked before use: a broken one is replaced; a caller waits ``connect_timeout`` at
   most). ``connection()`` lends a pooled one (autocommit: one statement is one transaction),
   ``writer()`` the same for writes and ``transaction()`` one inside ``BEGIN``...``COMMIT``
-  (both ``StoreError`` when read-only).
+  (both ``StoreError`` when read-only). Given a ``fence`` (a lease's token), both write
+  inside a transaction that carries it in ``reconciler.fencing_token`` (transaction-local:
+  a pooled connection never keeps it), which the fencing triggers check (``leases``).
 * Every connection is prepared the same way: ``statement_timeout`` and
   ``idle_in_transaction_session_timeout`` of ``SESSION_TIMEOUT_S`` (a stuck peer never holds
   locks for long), ``default_transaction_read_only`` when read-only, ``application_name``
@@ -17,7 +19,8 @@ Contract:
 * ``translated()``: psycopg errors become ``StoreUnavailable`` when retrying later may work
   (no connection, connection lost, pool timeout; SQLSTATE classes 08, 40, 53, 57, 58 and
   55P03: connection, serialization/deadlock, resources, shutdown/cancel, system) and
-  ``StoreError`` otherwise (the statement or the data: retrying cannot help).
+  ``StoreError`` otherwise (the statement or the data: retrying cannot help); a write refused
+  by fencing (SQLSTATE ``RC001``) is ``Fenced``.
 * ``Schema(db)`` is ``migrations.Database``/``Session`` on one connection; ``exclusive()``
   holds ``pg_advisory_xact_lock(*MIGRATION_LOCK)`` for the whole transaction, so replicas
   starting at once migrate one after the other (and each migration runs once).
@@ -36,7 +39,7 @@ from psycopg import conninfo
 from psycopg_pool import ConnectionPool, PoolClosed
 
 from reconciler.record import migrations
-from reconciler.record.protocols import StoreError, StoreUnavailable
+from reconciler.record.protocols import Fenced, StoreError, StoreUnavailable
 
 __all__ = [
     "DIALECT",
@@ -56,6 +59,7 @@ MIGRATION_LOCK = (0x5245434F, 1)
 SESSION_TIMEOUT_S = 60
 _SECRETS = frozenset({"password", "sslpassword"})
 _TEMPORARY_CLASSES = ("08", "40", "53", "57", "58")
+FENCED_SQLSTATE = "RC001"  # raised by reconciler_fence() (sql/postgresql/0004_leases.sql)
 _BOOKKEEPING = (
     b"CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY,"
     b" name text NOT NULL, applied_at double precision NOT NULL)"
@@ -154,6 +158,8 @@ class Connections:
             message = f"state store {self.where}: {type(exc).__name__}: {exc}".strip()
             if temporary(exc):
                 raise StoreUnavailable(message) from exc
+            if exc.sqlstate == FENCED_SQLSTATE:
+                raise Fenced(f"state store {self.where}: {exc}") from exc
             raise StoreError(message) from exc
 
     @contextmanager
@@ -200,16 +206,27 @@ class Connections:
             raise StoreError(f"state store {self.where} is open read-only: nothing is written")
 
     @contextmanager
-    def writer(self) -> Iterator[Connection]:
-        """A pooled connection to write with; autocommit: one statement, one transaction."""
+    def writer(self, fence: int | None = None) -> Iterator[Connection]:
+        """A pooled connection to write with; autocommit: one statement, one transaction
+        (with a ``fence``: the statement and the token in one transaction)."""
+        if fence is not None:
+            with self.transaction(fence) as db:
+                yield db
+            return
         self.check_writable()
         with self.connection() as db:
             yield db
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """A pooled connection inside one write transaction (committed at the end)."""
-        with self.writer() as db, db.transaction():
+    def transaction(self, fence: int | None = None) -> Iterator[Connection]:
+        """A pooled connection inside one write transaction (committed at the end) that
+        carries ``fence`` when given."""
+        self.check_writable()
+        with self.connection() as db, db.transaction():
+            if fence is not None:
+                db.execute(
+                    "SELECT set_config('reconciler.fencing_token', %s, true)", (str(int(fence)),)
+                )
             yield db
 
     def close(self) -> None:

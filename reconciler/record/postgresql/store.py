@@ -10,12 +10,15 @@ Contract (beyond ``record.protocols``; connections, errors and migrations: ``con
   empty (and never connects again).
 * One call is one transaction: a single statement (autocommit) or ``BEGIN``...``COMMIT``;
   a write of nothing (an empty list) makes no round trip.
+* ``fenced(token)``: the same store (same pool) whose every write carries a lease's fencing
+  token; a write the database refuses for it raises ``record.Fenced`` (``leases``).
 * Values as ``record.rows`` makes them (times double precision, JSON as compact text, states
   as text); ties of ``runs``/``rollouts``/``steps`` are ordered by ``seq`` (SQLite's rowid).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,6 +70,7 @@ class PostgresStateStore:
         connect_timeout: float = 10.0,
     ) -> None:
         self.read_only = read_only
+        self.fence: int | None = None
         self.migrated: migrations.Outcome | None = None
         self.connections = Connections(
             url,
@@ -104,6 +108,12 @@ class PostgresStateStore:
             connect_timeout=connect_timeout,
         )
 
+    def fenced(self, token: int) -> PostgresStateStore:
+        """This store with every write carrying ``token`` (a view: close the original)."""
+        view = copy.copy(self)
+        view.fence = int(token)
+        return view
+
     def close(self) -> None:
         self.connections.close()
 
@@ -117,7 +127,7 @@ class PostgresStateStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
-        with self.connections.transaction() as db:
+        with self.connections.transaction(self.fence) as db:
             yield db
 
     def _read(
@@ -148,7 +158,7 @@ class PostgresStateStore:
             return
         sql = rows.insert_sql(table, list(values[0]), key, update, mark="%s").encode()
         if len(values) == 1:  # one statement: its own transaction, without BEGIN/COMMIT
-            with self.connections.writer() as db:
+            with self.connections.writer(self.fence) as db:
                 db.execute(sql, sendable(list(values[0].values())))
             return
         with self._transaction() as db, db.cursor() as cursor:
@@ -156,7 +166,7 @@ class PostgresStateStore:
 
     def _execute(self, sql: str, values: Sequence[Any] = ()) -> int:
         """One write statement (its own transaction); returns how many rows it changed."""
-        with self.connections.writer() as db:
+        with self.connections.writer(self.fence) as db:
             return db.execute(sql.encode(), sendable(values)).rowcount
 
     def _execute_many(self, sql: str, values: Sequence[Sequence[Any]]) -> None:
