@@ -130,6 +130,7 @@ def test_only_record_postgresql_imports_psycopg():
     assert importers == {
         "postgresql/connection.py",
         "postgresql/leases.py",
+        "postgresql/notifications.py",
         "postgresql/store.py",
     }
 

@@ -13,11 +13,19 @@ password file, the pool, the translation of psycopg errors into ``StoreError`` a
   ``PGPASSFILE``, ``~/.pgpass``).
 * PostgreSQL-only roles are modules of this package, on ``connection.Connections``
   (``PostgresStateStore.connections``): ``leases`` (``PostgresLeases``: environments leased
-  to replicas, fencing tokens checked by the database on every journal and deployed write).
+  to replicas, fencing tokens checked by the database on every journal and deployed write),
+  ``notifications`` (``PostgresTriggers``: sync requests between replicas, LISTEN/NOTIFY).
 """
 
 from reconciler.record.postgresql.connection import MIGRATION_LOCK, Connections
 from reconciler.record.postgresql.leases import PostgresLeases
+from reconciler.record.postgresql.notifications import PostgresTriggers
 from reconciler.record.postgresql.store import PostgresStateStore
 
-__all__ = ["MIGRATION_LOCK", "Connections", "PostgresLeases", "PostgresStateStore"]
+__all__ = [
+    "MIGRATION_LOCK",
+    "Connections",
+    "PostgresLeases",
+    "PostgresStateStore",
+    "PostgresTriggers",
+]
