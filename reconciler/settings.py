@@ -257,6 +257,20 @@ class StateSettings(_Section):
         "temporary (the daemon retries on its next cycle).",
     )
 
+    replica: str = Field(
+        default="",
+        max_length=100,
+        description="This daemon's name among replicas sharing the PostgreSQL database "
+        "(empty: host name and process id). Unused with SQLite.",
+    )
+    lease_ttl: Duration = Field(
+        default=15.0,
+        ge=3,
+        le=600,
+        description="How long an environment's lease lasts without renewal (renewed every "
+        "third of it): a crashed replica's environments are taken over after about this long.",
+    )
+
     @field_validator("url")
     @classmethod
     def _no_password(cls, value: str) -> str:

@@ -231,7 +231,9 @@ def run(config: ConfigOption = None) -> None:
     try:
         stopping = threading.Event()  # also ends the Git write-back's retry waits
         reconciler = wiring.build(loaded, stopping=stopping)
-        code = Daemon(loaded, reconciler, stopping=stopping).run(serve=wiring.serve(loaded))
+        replicas = wiring.replication(loaded, reconciler.store)
+        daemon = Daemon(loaded, reconciler, stopping=stopping, replication=replicas)
+        code = daemon.run(serve=wiring.serve(loaded))
     except AlreadyRunning as exc:
         fail(str(exc), 2)
     except (OSError, ValueError, RuntimeError, StoreError, StoreUnavailable) as exc:

@@ -29,6 +29,7 @@ from reconciler.record.protocols import (
     StateStore,
     StoreError,
     StoreUnavailable,
+    SyncRequests,
 )
 from reconciler.record.types import (
     DeployedVersion,
@@ -67,4 +68,5 @@ __all__ = [
     "StepRecord",
     "StoreError",
     "StoreUnavailable",
+    "SyncRequests",
 ]

@@ -24,7 +24,8 @@ wiring knows a concrete backend.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypedDict, Unpack
 
 from reconciler.errors import PermanentError, TemporaryError
@@ -56,6 +57,7 @@ __all__ = [
     "StateStore",
     "StoreError",
     "StoreUnavailable",
+    "SyncRequests",
 ]
 
 
@@ -286,6 +288,23 @@ class Leases(Protocol):
 
     def leases(self) -> list[Lease]:
         """Every lease ever granted (live or not), by environment."""
+        ...
+
+
+class SyncRequests(Protocol):
+    """Sync requests between replicas sharing a server store (at most once, unordered)."""
+
+    def notify(self, environment: str | None, reason: str) -> None:
+        """Ask every replica (the owner acts) to sync ``environment`` (None: all)."""
+        ...
+
+    def listen(
+        self,
+        on_request: Callable[[str | None, str], None],
+        stopping: threading.Event,
+        poll: float = 1.0,
+    ) -> None:
+        """Deliver requests to ``on_request`` until ``stopping`` is set."""
         ...
 
 

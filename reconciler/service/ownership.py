@@ -8,11 +8,12 @@ Contract (several daemons on one PostgreSQL database; SQLite has one process and
   lease it should no longer own once that environment is idle (``busy``), so a joining
   replica gets its share without interrupting a rollout. It returns what changed.
 * ``token(environment)``: the fencing token to write with, or None when this replica does not
-  hold a lease it can trust *now*: the lease must have been renewed less than
-  ``ttl - margin`` ago by the local monotonic clock. A replica that was stopped (SIGSTOP, a
-  long pause) thus trusts nothing until its next successful renewal, and never starts a step
-  on a lapsed lease; if it writes anyway, the database refuses the stale token
-  (``record.Fenced``).
+  hold a lease it can trust *now*, or has just gained it and not yet called ``ready`` (the
+  takeover first resumes what the previous holder left unfinished, alone). The lease must
+  have been renewed less than ``ttl - margin`` ago by the local monotonic clock. A replica
+  that was stopped (SIGSTOP, a long pause) thus trusts nothing until its next successful
+  renewal, and never starts a step on a lapsed lease; if it writes anyway, the database
+  refuses the stale token (``record.Fenced``).
 * ``owners()``: ``environment -> replica`` of the leases this replica holds (what it exports
   as ``reconciler_environment_owner``; each replica exports its own, so sums are right).
 * ``stand_down()`` releases every lease and leaves the members (a clean stop hands over at
@@ -65,6 +66,7 @@ class Ownership:
     busy: Callable[[str], bool] = lambda _environment: False
     clock: Callable[[], float] = time.monotonic
     _held: dict[str, _Held] = field(default_factory=dict)
+    _fresh: set[str] = field(default_factory=set)  # acquired, not yet taken over (``ready``)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -102,6 +104,8 @@ class Ownership:
                 lease = self.leases.acquire(name, self.replica, self.ttl)
                 if lease is not None:
                     gained.append(lease)
+                    with self._lock:
+                        self._fresh.add(name)
                     self._keep(lease, started)
         except ReconcilerError as exc:
             log.warning("lease_round_failed", error=str(exc))
@@ -121,12 +125,20 @@ class Ownership:
     def _forget(self, environment: str) -> None:
         with self._lock:
             self._held.pop(environment, None)
+            self._fresh.discard(environment)
+
+    def ready(self, environment: str) -> None:
+        """The takeover of a gained lease is done (its interrupted rollouts resumed):
+        ``token`` may give it out now."""
+        with self._lock:
+            self._fresh.discard(environment)
 
     def token(self, environment: str) -> int | None:
         """The token to write ``environment`` with, if its lease can be trusted now."""
         with self._lock:
             mine = self._held.get(environment)
-        if mine is None or self.clock() - mine.renewed >= self.ttl - self.margin:
+            fresh = environment in self._fresh
+        if mine is None or fresh or self.clock() - mine.renewed >= self.ttl - self.margin:
             return None
         return mine.lease.token
 
@@ -137,6 +149,7 @@ class Ownership:
     def stand_down(self) -> None:
         with self._lock:
             held, self._held = list(self._held.values()), {}
+            self._fresh.clear()
         try:
             for mine in held:
                 self.leases.release(mine.lease)

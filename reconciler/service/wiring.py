@@ -8,7 +8,9 @@ tests that need fakes construct ``Reconciler`` / ``Adapters`` directly with thei
 from __future__ import annotations
 
 import functools
+import os
 import resource
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +35,8 @@ from reconciler.rollout.ports import Adapters, Reverter
 from reconciler.rollout.reconciler import Reconciler
 from reconciler.service import resources
 from reconciler.service.daemon import Daemon
+from reconciler.service.ownership import Ownership
+from reconciler.service.replication import Replication
 from reconciler.settings import LimitsSettings, Settings
 from reconciler.source.refresh import DesiredSource
 from reconciler.support.redaction import redact
@@ -119,6 +123,18 @@ def migrate_store(settings: Settings) -> migrations.Outcome:
         return store.migrated
     finally:
         store.close()
+
+
+def replication(settings: Settings, store: StateStore, api: str = "") -> Replication | None:
+    """Leases and sync requests between replicas when the store is PostgreSQL; else None
+    (SQLite: one daemon, the state-dir lock)."""
+    from reconciler.record.postgresql import PostgresLeases, PostgresStateStore, PostgresTriggers
+
+    if not isinstance(store, PostgresStateStore):
+        return None
+    name = settings.state.replica or f"{socket.gethostname()}-{os.getpid()}"
+    leases = Ownership(PostgresLeases(store.connections), name, api, settings.state.lease_ttl)
+    return Replication(leases, PostgresTriggers(store.connections), store.fenced)
 
 
 def git_auth(settings: Settings) -> GitAuth:

@@ -49,7 +49,8 @@ def replicas(postgres_url):
 def rounds(replicas, names=REPLICAS, times=3, environments=ENVIRONMENTS):
     for _ in range(times):
         for name in names:
-            replicas[name][0].tick(environments)
+            for lease in replicas[name][0].tick(environments).gained:
+                replicas[name][0].ready(lease.environment)  # (the takeover would run here)
 
 
 def owners(replicas, names=REPLICAS) -> dict[str, str]:
@@ -144,6 +145,14 @@ def test_a_joining_replica_gets_its_share_only_once_the_holder_is_idle(replicas)
     a.busy = lambda environment: False
     rounds(replicas, ["replica-a", "replica-b"], times=1)
     assert set(replicas["replica-b"][0].owners()) == set(should_move)
+
+
+def test_a_gained_lease_gives_no_token_until_its_takeover_is_done(replicas):
+    a = replicas["replica-a"][0]
+    [lease, *_] = a.tick(["env-0"]).gained
+    assert a.token("env-0") is None, "nothing reconciles it before the resume of the takeover"
+    a.ready("env-0")
+    assert a.token("env-0") == lease.token
 
 
 def test_standing_down_hands_over_at_once(replicas):

@@ -81,7 +81,7 @@ def test_the_package_exports_types_protocols_and_the_error():
         "EnvironmentStatus", "DeployedVersions", "RunJournal", "RolloutJournal",
         "EnvironmentStates", "EnvironmentFields", "Quarantines", "Meta", "StateStore",
         "StoreError", "StoreUnavailable", "ObservedVersion", "DriftMark", "ObservedState",
-        "Lease", "Replica", "Leases", "Fenced",
+        "Lease", "Replica", "Leases", "Fenced", "SyncRequests",
     }  # fmt: skip
     assert set(record.__all__) == expected
     assert all(hasattr(record, name) for name in expected)

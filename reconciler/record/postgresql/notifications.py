@@ -20,13 +20,16 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import structlog
 
 from reconciler.errors import ReconcilerError
 from reconciler.record.postgresql.connection import Connections
+
+if TYPE_CHECKING:
+    from reconciler.record.protocols import SyncRequests
 
 __all__ = ["CHANNEL", "PostgresTriggers"]
 
@@ -93,3 +96,9 @@ class PostgresTriggers:
                 failures += 1
                 log.warning("sync_listener_failed", error=f"{type(exc).__name__}: {exc}")
             stopping.wait(_RETRY_S[min(failures, len(_RETRY_S)) - 1] if failures else 0)
+
+
+if TYPE_CHECKING:  # mypy proves the class implements the Protocol
+
+    def _conforms(triggers: PostgresTriggers) -> SyncRequests:
+        return triggers
