@@ -111,7 +111,7 @@ class Ownership:
             log.warning("lease_round_failed", error=str(exc))
         changes = Changes(tuple(gained), tuple(lost), tuple(released))
         for lease in changes.gained:
-            log.info("lease_acquired", environment=lease.environment, token=lease.token)
+            log.info("lease_acquired", environment=lease.environment, fence=lease.token)
         for name in changes.lost:
             log.warning("lease_lost", environment=name)
         for name in changes.released:

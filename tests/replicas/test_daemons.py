@@ -3,7 +3,9 @@ local fleet: each environment owned by exactly one replica, all converge; a sync
 sent to a replica that does not own the environment reaches its owner (LISTEN/NOTIFY); the
 owner killed with SIGKILL during a step's bake: another replica takes the lease over,
 resumes the interrupted rollout through the journal and converges it, nothing left
-unfinished, no host on an unknown version.
+unfinished, no host on an unknown version; the owner of another environment stopped with
+SIGSTOP during a bake past its lease: the survivor takes over and converges it, and after
+SIGCONT the paused replica writes nothing (fenced) and stands down.
 
 Waits poll observable state (the database, the fleet, the API) with deadlines; no sleeps.
 """
@@ -167,6 +169,50 @@ def test_three_replicas_share_six_environments_and_survive_the_loss_of_an_owner(
             e.get("event") == "takeover_resumed" and e.get("environment") == target
             for e in daemons[successor].events()
         )
+
+        # SIGSTOP the owner of another environment during a bake, past its lease: the other
+        # replica takes over and converges it; SIGCONT: the paused one writes nothing
+        paused_env = next(e for e in ENVIRONMENTS if e != target)
+        paused = holders(postgres_url)[paused_env]
+        survivor = next(r for r in REPLICAS if r not in (owner, paused))
+        bake = "{canary: [50, 100], bake: 60s, max_failed_hosts: 0}"
+        setup.remote.commit(
+            "bump with a bake",
+            {f"environments/{paused_env}.yaml": environment_yaml(paused_env, "1.1.0", bake)},
+        )
+        daemons[survivor].post("/api/v1/sync", {"wait": False}, token=TOKEN)  # a non-owner
+        wait_for(lambda: "1.1.0" in served(setup, hosts[paused_env]), 120, "the first step")
+        assert served(setup, hosts[paused_env]) == {"1.0.0", "1.1.0"}, "baking after the canary"
+        daemons[paused].send(signal.SIGSTOP)
+        try:
+            wait_for(
+                lambda: holders(postgres_url).get(paused_env) == survivor,
+                60,
+                "the survivor to take the paused replica's lease",
+            )
+            wait_for(lambda: served(setup, hosts[paused_env]) == {"1.1.0"}, 240, "the takeover")
+            wait_for(lambda: not daemons[survivor].status()["daemon"]["running"], 120, "idle")
+            with PostgresStateStore.open(postgres_url, read_only=True) as store:
+                before = store.rollouts(paused_env, limit=20)
+        finally:
+            daemons[paused].send(signal.SIGCONT)
+        wait_for(
+            lambda: any(
+                (e.get("event") == "lease_lost" and e.get("environment") == paused_env)
+                or e.get("event") == "reconcile_fenced"
+                for e in daemons[paused].events()
+            ),
+            60,
+            "the paused replica to find its lease gone",
+        )
+        wait_for(lambda: not daemons[paused].status()["daemon"]["running"], 120, "it stood down")
+        with PostgresStateStore.open(postgres_url, read_only=True) as store:
+            assert store.rollouts(paused_env, limit=20) == before, "it wrote nothing"
+            assert store.unfinished_rollouts() == []
+        assert served(setup, hosts[paused_env]) == {"1.1.0"}
+        # back among the members, it may get its share again (re-balance once idle)
+        wait_for(lambda: sorted(holders(postgres_url)) == ENVIRONMENTS, 60, "all owned again")
+
         for daemon in alive:
             assert daemon.stop() == 0
     finally:
