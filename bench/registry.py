@@ -24,6 +24,7 @@ MODULES: tuple[str, ...] = (
     "bench.ssh_rollout",
     "bench.parallel_groups",
     "bench.web_page",
+    "bench.store",
 )
 
 MEASURED, DERIVED, EXTRAPOLATED, SINGLE = "measured", "derived", "extrapolated", "single run"

@@ -35,8 +35,10 @@ __all__ = [
     "DeployedVersion",
     "DriftMark",
     "EnvironmentStatus",
+    "Lease",
     "ObservedVersion",
     "QuarantineRecord",
+    "Replica",
     "RolloutRecord",
     "RunRecord",
     "StepRecord",
@@ -185,3 +187,26 @@ class EnvironmentStatus:
     def unknown(cls, environment: str) -> EnvironmentStatus:
         """The status of an environment the store has no row for."""
         return cls(environment, False, None, None, None, "", None)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """An environment leased to a replica: ``token`` fences its writes (strictly increasing
+    over every lease ever granted); ``expires_at`` is on the database's clock (epoch seconds),
+    ``live`` says whether it had not expired when read."""
+
+    environment: str
+    holder: str
+    token: int
+    expires_at: float
+    live: bool = True
+
+
+@dataclass(frozen=True)
+class Replica:
+    """A daemon sharing the database: its name, where its API listens (for people and for
+    forwarding), and until when its last heartbeat counts (the database's clock)."""
+
+    replica: str
+    address: str
+    expires_at: float

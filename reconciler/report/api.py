@@ -14,6 +14,7 @@ Before any route: ``report.guard`` checks access (the bearer token of mutating c
 reads when ``api.read_token_file`` is set) and caps every body (``api.max_body_bytes``,
 webhooks ``webhooks.max_payload_bytes``), all before a byte of the body is read.
 
+A state store that cannot be reached now (``StoreUnavailable``) is a 503 with ``Retry-After``.
 Bad input is a 4xx with a reason, never a 500: the sync body is parsed by pydantic's bounded
 JSON parser (nesting depth, number size) into ``SyncRequest`` (finite numbers only, unknown
 keys refused), and validation errors are rendered without echoing their input.
@@ -38,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from reconciler import __version__
 from reconciler.edges import webhooks
 from reconciler.plan.outcomes import EnvironmentOutcome
-from reconciler.record import RolloutRecord, RunRecord, StepRecord
+from reconciler.record import RolloutRecord, RunRecord, StepRecord, StoreUnavailable
 from reconciler.report import guard, web
 from reconciler.report.history import Rollout, rollout_view
 from reconciler.report.metrics import CONTENT_TYPE, Metrics
@@ -200,6 +201,12 @@ def create_app(control: Control, settings: Settings) -> FastAPI:
     @app.exception_handler(guard.BodyTooLarge)
     async def body_too_large(_request: Request, exc: guard.BodyTooLarge) -> JSONResponse:
         return JSONResponse({"result": "too_large", "detail": exc.detail}, 413, headers=exc.headers)
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(_request: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.warning("api_store_unavailable", error=str(exc))
+        detail = {"detail": "the state store cannot be reached now; retry later"}
+        return JSONResponse(detail, 503, headers={"Retry-After": "5"})
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

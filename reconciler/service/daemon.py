@@ -14,6 +14,9 @@ Contract:
   the running reconcile.
 * A remote that fails is retried with exponential backoff (poll requests skip the fetch until
   then; explicit requests always fetch); the last valid desired state stays in force.
+* A state store that cannot be reached (``StoreUnavailable``) ends the reconcile it interrupts
+  with a warning; the daemon keeps running and the next cycle tries again. At start the store
+  must be reachable (else ``run`` exits 2 and systemd restarts it).
 * SIGTERM/SIGINT: stop taking work, let running playbook steps finish (``shutdown_grace``), then
   kill what still runs; the journal tells the next start what to resume. Exit 0.
 * Start: raise the soft open-files limit to the hard one (``service.resources``: the API's
@@ -21,6 +24,14 @@ Contract:
   predecessor, resume rollouts the journal shows unfinished.
 * It is the API's ``Control``: status, environments and metrics are rendered from the status
   read model (``report.status``) over the desired state in force.
+* Several replicas (PostgreSQL, ``service.replication``): an environment is reconciled only
+  by the replica holding its lease, through a store whose writes carry the lease's fencing
+  token; start resumes nothing, each lease gained resumes that environment's unfinished
+  rollouts; a lease lost cancels its reconcile (its writes are refused anyway); requests
+  are also sent to the other replicas; a refused write (``Fenced``) ends the reconcile
+  quietly: this replica no longer owns it. (Over 400 lines: the daemon's loop, its
+  environment pool and its shutdown share one lock and one state; split, they would share
+  their privates.)
 """
 
 from __future__ import annotations
@@ -40,14 +51,16 @@ import structlog
 
 from reconciler.desired.model import EnvironmentDesired
 from reconciler.edges.ansible import process_tree
+from reconciler.errors import ReconcilerError
 from reconciler.plan.outcomes import EnvironmentOutcome
-from reconciler.record import StateStore
+from reconciler.record import Fenced, Lease, StateStore, StoreUnavailable
 from reconciler.report import status as read_model
 from reconciler.report.metrics import Metrics
 from reconciler.rollout.ports import StopRequest
 from reconciler.rollout.reconciler import Reconciler
 from reconciler.service import discovery, resources, systemd_notify
 from reconciler.service.leadership import StateDirLock
+from reconciler.service.replication import FROM_REPLICA, Replication
 from reconciler.service.triggers import Triggers
 from reconciler.settings import Settings
 from reconciler.source.refresh import DesiredSnapshot
@@ -87,8 +100,10 @@ class Daemon:
         reconciler: Reconciler,
         *,
         stopping: threading.Event | None = None,
+        replication: Replication | None = None,
     ) -> None:
         self.settings = settings
+        self.replication = replication
         self.reconciler = reconciler
         self.store: StateStore = reconciler.store
         self.journal = self.store
@@ -114,6 +129,9 @@ class Daemon:
             settings.daemon.parallel_environments, thread_name_prefix="environment"
         )
         self._triggers = Triggers(settings, self.request_sync, self.stopping)
+        if replication is not None:
+            replication.ownership.busy = lambda name: name in self.running()
+            self.metrics.owner_gauge.owners = replication.owners
 
     @property
     def snapshot(self) -> DesiredSnapshot | None:
@@ -184,6 +202,8 @@ class Daemon:
             self._forced_fetch = self._forced_fetch or (fetch and reason != "poll")
         log.debug("sync_requested", reason=reason, environment=environment)
         self._wake.set()
+        if self.replication is not None and reason not in ("poll", "start", "lease"):
+            self.replication.notify(environment, reason)  # the owner may be another replica
         return now
 
     def wait_finished(
@@ -240,7 +260,13 @@ class Daemon:
                 discovery.write(self.discovery_path, self.url, self.started_at)
             snapshot = self.reconciler.refresh()
             self._note_source(snapshot)
-            resumed = self.reconciler.resume_interrupted(snapshot)
+            resumed = []
+            if self.replication is None:
+                resumed = self.reconciler.resume_interrupted(snapshot)
+            else:  # each lease gained resumes its environment
+                self.replication.start(
+                    self.in_force, self._lease_gained, self._lease_lost, self._replica_request
+                )
             self._triggers.start()
             self.ready.set()
             systemd_notify.ready()
@@ -299,6 +325,8 @@ class Daemon:
         if snapshot.state is None or snapshot.commit is None:
             return
         for name, environment in snapshot.state.environments.items():
+            if self.replication is not None and self.replication.token(name) is None:
+                continue  # another replica's
             if requested is None or name in requested:
                 look = observe is None or name in (observe or set())
                 self._dispatch(name, environment, snapshot, observe=look)
@@ -353,7 +381,10 @@ class Daemon:
                     run.environment = found
 
         try:
-            outcome = self.reconciler.reconcile_environment(
+            reconciler = self._reconciler(name)
+            if reconciler is None:
+                return
+            outcome = reconciler.reconcile_environment(
                 run.environment,
                 snapshot,
                 cancel=run.cancel,
@@ -361,12 +392,19 @@ class Daemon:
                 on_revert=adopted,
                 observe=run.observe,
             )
+        except StoreUnavailable as exc:  # nothing can be recorded now; the next cycle retries
+            log.warning("store_unavailable", environment=name, error=str(exc), retry="next cycle")
+        except Fenced as exc:  # another replica holds the lease now: stand down, write nothing
+            log.warning("reconcile_fenced", environment=name, error=str(exc))
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             log.exception("reconcile_crashed", environment=name)
-            self.store.update_environment(
-                name, time.time(), last_result=EnvironmentResult.ERROR, last_error=error[:500]
-            )
+            try:
+                self.store.update_environment(
+                    name, time.time(), last_result=EnvironmentResult.ERROR, last_error=error[:500]
+                )
+            except ReconcilerError as failed:  # the store itself: logged, the daemon goes on
+                log.warning("reconcile_error_not_recorded", environment=name, error=str(failed))
         finally:
             with self._state:
                 self._running.pop(name, None)
@@ -382,6 +420,42 @@ class Daemon:
                         if look and self._observe is not None:
                             self._observe.discard(name)
                     self._dispatch(name, current.state.environments[name], current, observe=look)
+
+    # ------------------------------------------------------------------ replicas
+    def _reconciler(self, name: str) -> Reconciler | None:
+        """The reconciler to run ``name`` with: fenced by its lease's token (replicas)."""
+        if self.replication is None:
+            return self.reconciler
+        token = self.replication.token(name)
+        if token is None:
+            log.info("reconcile_skipped", environment=name, reason="not this replica's")
+            return None
+        return self.reconciler.with_store(self.replication.fenced(token))
+
+    def _lease_gained(self, lease: Lease) -> None:
+        self.metrics.lease_transitions.labels(lease.environment, "acquired").inc()
+        snapshot = self.snapshot
+        if snapshot is not None and lease.environment not in self.running():
+            assert self.replication is not None
+            fenced = self.replication.fenced(lease.token)
+            resumed = self.reconciler.with_store(fenced).resume_interrupted(
+                snapshot, only=lease.environment
+            )
+            if resumed:
+                log.info("takeover_resumed", environment=lease.environment, rollouts=len(resumed))
+        self.request_sync(lease.environment, reason="lease", fetch=False)
+
+    def _lease_lost(self, name: str) -> None:
+        self.metrics.lease_transitions.labels(name, "lost").inc()
+        with self._state:
+            run = self._running.get(name)
+        if run is not None:
+            run.cancel.request(StopReason.INTERRUPTED)
+            run.abort.set()
+
+    def _replica_request(self, environment: str | None, reason: str) -> None:
+        log.debug("sync_from_replica", environment=environment, reason=reason)
+        self.request_sync(environment, reason=FROM_REPLICA)
 
     # ------------------------------------------------------------------ lifecycle
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -418,6 +492,8 @@ class Daemon:
                 except Exception:
                     log.exception("environment_did_not_stop")
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.replication is not None:
+            self.replication.stop()
         with self._state:
             self._state.notify_all()
 
