@@ -8,7 +8,7 @@ LOCK_VENV ?= .venv-lock
 # `make lock LOCKFLAGS=--upgrade` moves every pin to the newest version the bounds allow.
 LOCKFLAGS ?=
 
-.PHONY: demo test lint lock clean
+.PHONY: demo test lint lock clean screenshots
 
 # The venv holds exactly what requirements.lock pins (hash-checked), plus the project itself
 # without dependencies; it is rebuilt from scratch whenever pyproject.toml or the lock changes.
@@ -32,6 +32,11 @@ test: $(BIN)/reconciler
 lint: $(BIN)/reconciler
 	$(BIN)/ruff check reconciler tests bench
 	$(BIN)/ansible-lint --profile production playbooks/deploy-app.yml playbooks/reconciler-observe.yml roles/deploy_app
+
+# Regenerate the README's images of the web page (docs/img/*.png) with the browser tests
+# (tests/web: Debian's chromium + chromium-driver, a real daemon on the local fleet).
+screenshots: $(BIN)/reconciler
+	RECONCILER_SCREENSHOTS=docs/img $(BIN)/python -m pytest -q -p no:cacheprovider tests/web/test_page.py
 
 # Regenerate requirements.lock from pyproject.toml (dependencies + the `test` extra), with hashes.
 # Existing pins are kept unless pyproject.toml excludes them; LOCKFLAGS=--upgrade refreshes all.

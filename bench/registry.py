@@ -24,6 +24,8 @@ MODULES: tuple[str, ...] = (
     "bench.ssh_rollout",
     "bench.parallel_groups",
     "bench.notify_delay",
+    "bench.web_page",
+    "bench.store",
 )
 
 MEASURED, DERIVED, EXTRAPOLATED, SINGLE = "measured", "derived", "extrapolated", "single run"

@@ -7,9 +7,10 @@ boundary, so callers decide on the class, never on a message::
     ├── PermanentError          stalled: retrying cannot help until something changes
     │   ├── edges.git.UnsafeTreeError         a commit's tree is unusable (escapes, .git, size)
     │   ├── edges.ansible.InventoryError      an inventory cannot be parsed
-    │   └── record.StoreError                 unknown schema, corrupt database
+    │   └── record.StoreError                 unknown schema, corrupt database, refused write
     └── TemporaryError          transient: retry after ``delay`` seconds (None: caller's backoff)
-        └── edges.git.SourceError             the remote cannot be read now
+        ├── edges.git.SourceError             the remote cannot be read now
+        └── record.StoreUnavailable           the state database cannot be reached now
 
 In the spirit of kopf's ``PermanentError`` / ``TemporaryError(delay=...)``.
 """

@@ -2,7 +2,8 @@
 
 Nested keys use a double underscore: ``RECONCILER_SOURCE__BRANCH=release``. Environment
 variables win over the file, the file wins over defaults. Secrets are never values here, only
-paths of files that hold them.
+paths of files that hold them; a validation error never echoes the value it refused (it might
+be a secret), only its key and the rule.
 """
 
 from __future__ import annotations
@@ -11,8 +12,16 @@ import hashlib
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from ruamel.yaml import YAML
 
@@ -175,7 +184,10 @@ class ObservationSettings(_Section):
         description="Look at what every host runs this often (0: only after rollout steps).",
     )
     jitter: float = Field(
-        default=0.1, ge=0, le=1, description="Share of interval added, fixed per environment."
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Share of interval by which looks vary (resyncs: fixed per environment).",
     )
     forks: int = Field(default=50, ge=1, le=500, description="Ansible forks of an observation.")
 
@@ -284,14 +296,95 @@ class CommitStatusSettings(_Section):
         return self
 
 
+#: libpq URL parameters that carry a secret: never in ``state.url``.
+_SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+
+
+def check_state_url(url: str) -> str:
+    """``url`` when it is empty or a ``postgresql://`` URL without a password; else
+    ``ValueError`` saying why (without the URL: it may hold a secret)."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        raise ValueError("state.url is not a valid URL") from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(
+            "state.url must be postgresql://[user@]host[:port]/database[?param=value...] "
+            "(empty: SQLite under state_dir)"
+        )
+    secrets = {k.lower() for k, _ in parse_qsl(parts.query)} & _SECRET_PARAMETERS
+    if password is not None or secrets:
+        raise ValueError(
+            "state.url must not contain a password: put it in a file named by "
+            "state.password_file, or let libpq find it (PGPASSWORD, PGPASSFILE, ~/.pgpass)"
+        )
+    return url
+
+
+class StateSettings(_Section):
+    """Where the state store lives: SQLite under ``state_dir`` (default) or PostgreSQL."""
+
+    url: str = Field(
+        default="",
+        description="Empty: SQLite at state_dir/state.db. A libpq URL "
+        "postgresql://user@host:port/database?sslmode=verify-full: that PostgreSQL database "
+        "(never with a password in it: refused).",
+    )
+    password_file: Path | None = Field(
+        default=None,
+        description="File holding the PostgreSQL password, read at each new connection "
+        "(unset: libpq's PGPASSWORD, PGPASSFILE or ~/.pgpass).",
+    )
+    pool_size: int = Field(
+        default=8, ge=1, le=100, description="PostgreSQL connections one process keeps at most."
+    )
+    connect_timeout: Duration = Field(
+        default=10.0,
+        ge=1,
+        le=300,
+        description="Longest wait for a PostgreSQL connection; then the call fails as "
+        "temporary (the daemon retries on its next cycle).",
+    )
+
+    replica: str = Field(
+        default="",
+        max_length=100,
+        description="This daemon's name among replicas sharing the PostgreSQL database "
+        "(empty: host name and process id). Unused with SQLite.",
+    )
+    lease_ttl: Duration = Field(
+        default=15.0,
+        ge=3,
+        le=600,
+        description="How long an environment's lease lasts without renewal (renewed every "
+        "third of it): a crashed replica's environments are taken over after about this long.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _no_password(cls, value: str) -> str:
+        return check_state_url(value.strip())
+
+    @property
+    def postgresql(self) -> bool:
+        return bool(self.url)
+
+
 class Settings(BaseSettings):
     """Everything the daemon and the CLI need."""
 
     model_config = SettingsConfigDict(
-        env_prefix="RECONCILER_", env_nested_delimiter="__", extra="forbid"
+        env_prefix="RECONCILER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        hide_input_in_errors=True,  # a refused value may be a secret (state.url)
     )
 
     state_dir: Path = Field(default=Path("/var/lib/reconciler"), description="State and cache.")
+    state: StateSettings = StateSettings()
     source: SourceSettings = SourceSettings()
     execution: ExecutionSettings = ExecutionSettings()
     api: ApiSettings = ApiSettings()

@@ -1,4 +1,5 @@
-"""Fixtures shared by every tier: real Git remotes, settings in temp dirs."""
+"""Fixtures shared by every tier: real Git remotes, settings in temp dirs, PostgreSQL
+(``tests.pg``: one server per session, a database per test)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.gitrepo import GitRemote
+from tests.pg import postgres_cluster, postgres_database, postgres_url  # noqa: F401 (fixtures)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO_ROOT / "desired-state-example"

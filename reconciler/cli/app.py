@@ -1,9 +1,10 @@
 """The ``reconciler`` command line (typer + rich): the app, shared options and helpers.
 
 Commands live in ``cli.inspect`` (validate, diff, plan, status, history) and ``cli.operate``
-(sync, rollback, suspend, resume, run, demo). Exit codes: 0 success / no drift; 1 problems
-found (invalid desired state, a rejected commit, drift, failed hosts or groups); 2 usage or
-configuration errors, and a fetch that failed (what is shown is then as of the last fetch).
+(sync, rollback, suspend, resume, run, migrate, demo). Exit codes: 0 success / no drift; 1
+problems found (invalid desired state, a rejected commit, drift, failed hosts or groups); 2
+usage or configuration errors, a state store that cannot be reached or refuses (its message,
+no traceback), and a fetch that failed (what is shown is then as of the last fetch).
 Output is terminal-safe (control characters escaped) and messages are length-capped
 (``MESSAGE_LIMIT``). The process runs with 077 added to its umask: every file it (or git, or
 Ansible) creates is private to the user.
@@ -19,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from reconciler.record import StoreError, StoreUnavailable
 from reconciler.report.terminal import Output, SafeConsole
 from reconciler.service import resources
 from reconciler.settings import Settings
@@ -116,4 +118,8 @@ def source_settings(config: Path | None) -> Settings:
 def main() -> None:
     os.environ.setdefault("ANSIBLE_NOCOLOR", "1")
     resources.private_umask()  # what we, git and Ansible create under the state dir is private
-    app()
+    try:
+        app()
+    except (StoreError, StoreUnavailable) as exc:  # unreachable, or an unknown schema: no trace
+        errors.print(Text(safe(str(exc), MESSAGE_LIMIT), style="red"))
+        raise SystemExit(2) from None

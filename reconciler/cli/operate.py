@@ -1,4 +1,5 @@
-"""Commands that change things: ``sync``, ``rollback``, ``suspend``, ``resume``, ``run``, ``demo``.
+"""Commands that change things: ``sync``, ``rollback``, ``suspend``, ``resume``, ``run``,
+``migrate``, ``demo``.
 
 ``sync``, ``suspend`` and ``resume`` go through the running daemon when there is one; otherwise
 ``sync`` reconciles here, in the foreground, holding the state dir's lock.
@@ -34,6 +35,7 @@ from reconciler.cli.daemon_calls import daemon_call, discover
 from reconciler.desired import messages
 from reconciler.desired.schema import VERSION_RE
 from reconciler.plan.observed import HostAppState
+from reconciler.record import StoreError, StoreUnavailable
 from reconciler.report import terminal
 from reconciler.report.progress import ProgressReporter
 from reconciler.report.status import HostApp
@@ -239,9 +241,35 @@ def run(config: ConfigOption = None) -> None:
         code = daemon.run(serve=wiring.serve(loaded))
     except AlreadyRunning as exc:
         fail(str(exc), 2)
-    except (OSError, ValueError, RuntimeError) as exc:
-        fail(f"cannot start: {exc}", 2)
+    except (OSError, ValueError, RuntimeError, StoreError, StoreUnavailable) as exc:
+        fail(f"cannot start: {exc}", 2)  # systemd's Restart= tries again
     raise typer.Exit(code)
+
+
+@app.command()
+def migrate(config: ConfigOption = None) -> None:
+    """Bring the state store (SQLite or PostgreSQL) to this reconciler's schema; say what it did.
+
+    The daemon (and ``sync``) migrate at start too. Safe while other replicas run or start: a
+    migration is applied once, the others wait for it. Exit 2 when the store cannot be reached
+    or refuses (a schema newer than this reconciler).
+    """
+    from reconciler.service import wiring  # the adapters: when needed
+
+    loaded = settings(config)
+    where = wiring.store_location(loaded)
+    try:
+        outcome = wiring.migrate_store(loaded)
+    except (StoreError, StoreUnavailable) as exc:
+        fail(f"cannot migrate: {exc}", 2)
+    for migration in outcome.adopted:
+        console.print(f"adopted {migration.version:04d}_{migration.name} (already in place)")
+    for migration in outcome.applied:
+        console.print(f"applied {migration.version:04d}_{migration.name}")
+    if outcome.applied or outcome.adopted:
+        console.print(f"{where}: schema {outcome.previous} -> {outcome.version}")
+    else:
+        console.print(f"{where}: schema {outcome.version}, up to date")
 
 
 @app.command()

@@ -2,13 +2,16 @@
 
 Contract: callers write ``from reconciler import record`` and use ``record.RolloutRecord``,
 ``record.RolloutJournal``, ``record.StoreError``... This package imports no database driver:
-a backend is its own module (``record.sqlite`` today; a PostgreSQL one is one more module plus
-its ``sql/postgresql/`` migrations), and only the wiring imports it. Every backend gets its
-schema from ``record.migrations`` and passes the contract suite in ``tests/state_store``.
+a backend is its own module (``record.sqlite``, ``record.postgresql``) plus its
+``sql/<dialect>/`` migrations, and only the wiring imports it. Every backend gets its
+schema from ``record.migrations`` and passes the contract suite in ``tests/state_store``
+(SQLite, and PostgreSQL: ``record.postgresql``, the only importer of psycopg).
 
 * ``record.types``: the frozen record dataclasses, states as ``reconciler.states`` enums.
-* ``record.protocols``: the store interface split by role, ``StateStore`` their union, and
-  ``StoreError`` (a ``reconciler.errors.PermanentError``).
+* ``record.protocols``: the store interface split by role, ``StateStore`` their union,
+  ``StoreError`` (a ``reconciler.errors.PermanentError``) and ``StoreUnavailable`` (a
+  ``TemporaryError``: a server store cannot be reached now); ``Leases`` (PostgreSQL only:
+  environments leased to replicas) and ``Fenced``, the write it refuses.
 * ``record.migrations``: the versioned-migration runner shared by the backends.
 * ``record.events``: ``EventSink``, what the stages emit events through, and ``SilentSink``.
 """
@@ -19,6 +22,8 @@ from reconciler.record.protocols import (
     EnvironmentFields,
     EnvironmentStates,
     Events,
+    Fenced,
+    Leases,
     Meta,
     ObservedState,
     Quarantines,
@@ -26,14 +31,18 @@ from reconciler.record.protocols import (
     RunJournal,
     StateStore,
     StoreError,
+    StoreUnavailable,
+    SyncRequests,
 )
 from reconciler.record.types import (
     DeployedVersion,
     DriftMark,
     EnvironmentStatus,
     Event,
+    Lease,
     ObservedVersion,
     QuarantineRecord,
+    Replica,
     RolloutRecord,
     RunRecord,
     StepRecord,
@@ -49,11 +58,15 @@ __all__ = [
     "Event",
     "EventSink",
     "Events",
+    "Fenced",
+    "Lease",
+    "Leases",
     "Meta",
     "ObservedState",
     "ObservedVersion",
     "QuarantineRecord",
     "Quarantines",
+    "Replica",
     "RolloutJournal",
     "RolloutRecord",
     "RunJournal",
@@ -62,4 +75,6 @@ __all__ = [
     "StateStore",
     "StepRecord",
     "StoreError",
+    "StoreUnavailable",
+    "SyncRequests",
 ]

@@ -2,7 +2,10 @@
 
 Contract, for every backend (checked by the contract suite in ``tests/state_store``):
 * Each method is one transaction: it is applied entirely or not at all, and a failed call
-  raises ``StoreError`` (never a driver exception). Calls are safe from several threads.
+  raises ``StoreError`` (never a driver exception), or ``StoreUnavailable`` when the database
+  cannot be reached now (a server store: connection refused or lost, a timeout; the call may
+  or may not have been applied, so callers retry the whole step later, never assume either).
+  Calls are safe from several threads.
 * Writers accept the record types of ``record.types`` and the ``StrEnum``s of
   ``reconciler.states`` (their text is accepted too); readers return records whose states
   are enum members. An invalid argument (an unknown state, a non-terminal state given to a
@@ -21,17 +24,20 @@ wiring knows a concrete backend.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol, TypedDict, Unpack
 
-from reconciler.errors import PermanentError
+from reconciler.errors import PermanentError, TemporaryError
 from reconciler.record.types import (
     DeployedVersion,
     DriftMark,
     EnvironmentStatus,
     Event,
+    Lease,
     ObservedVersion,
     QuarantineRecord,
+    Replica,
     RolloutRecord,
     RunRecord,
     StepRecord,
@@ -43,6 +49,8 @@ __all__ = [
     "EnvironmentFields",
     "EnvironmentStates",
     "Events",
+    "Fenced",
+    "Leases",
     "Meta",
     "ObservedState",
     "Quarantines",
@@ -50,12 +58,25 @@ __all__ = [
     "RunJournal",
     "StateStore",
     "StoreError",
+    "StoreUnavailable",
+    "SyncRequests",
 ]
 
 
 class StoreError(PermanentError):
     """The state store cannot serve the call: unknown or outdated schema, corrupt database,
     a refused write (read-only store, constraint violated), or a value it cannot read back."""
+
+
+class StoreUnavailable(TemporaryError):
+    """The database cannot be reached now (refused, lost or timed-out connection, a server
+    shutting down, a serialization failure): retry later; nothing about the data is known."""
+
+
+class Fenced(StoreError):
+    """The database refused a write of a leased environment: the write did not carry the
+    live lease's fencing token (another replica holds a newer one, or the lease lapsed).
+    The writer must stand down: it no longer owns the environment."""
 
 
 class DeployedVersions(Protocol):
@@ -268,6 +289,62 @@ class Meta(Protocol):
     def get_meta(self, key: str) -> str | None: ...
 
     def set_meta(self, key: str, value: str) -> None: ...
+
+
+class Leases(Protocol):
+    """Environments leased to replicas (a server store shared by several daemons).
+
+    Times are the database's clock; ``ttl`` is in seconds. A lease is live until it expires;
+    the journal, deployed versions and quarantine of a leased environment accept only writes
+    that carry its live token (``fenced(token)``), others raise ``Fenced``.
+    """
+
+    def heartbeat(self, replica: str, address: str, ttl: float) -> None:
+        """Say ``replica`` is alive for ``ttl`` more seconds."""
+        ...
+
+    def leave(self, replica: str) -> None:
+        """``replica`` stops: it is no longer a member (its leases are released apart)."""
+        ...
+
+    def live_replicas(self) -> list[Replica]:
+        """Members whose heartbeat has not expired, by name."""
+        ...
+
+    def acquire(self, environment: str, holder: str, ttl: float) -> Lease | None:
+        """Take the lease when it is free (never granted, expired or released), with a new
+        token; None when another replica holds it live. A holder whose own lease lapsed gets
+        a new token too (anything may have happened meanwhile)."""
+        ...
+
+    def renew(self, lease: Lease, ttl: float) -> Lease | None:
+        """Extend a live lease, same token; None when it is lost (expired or taken)."""
+        ...
+
+    def release(self, lease: Lease) -> None:
+        """Give the lease up now (no-op when it is no longer ours)."""
+        ...
+
+    def leases(self) -> list[Lease]:
+        """Every lease ever granted (live or not), by environment."""
+        ...
+
+
+class SyncRequests(Protocol):
+    """Sync requests between replicas sharing a server store (at most once, unordered)."""
+
+    def notify(self, environment: str | None, reason: str) -> None:
+        """Ask every replica (the owner acts) to sync ``environment`` (None: all)."""
+        ...
+
+    def listen(
+        self,
+        on_request: Callable[[str | None, str], None],
+        stopping: threading.Event,
+        poll: float = 1.0,
+    ) -> None:
+        """Deliver requests to ``on_request`` until ``stopping`` is set."""
+        ...
 
 
 class StateStore(

@@ -173,6 +173,7 @@ class SqliteStateStore:
     def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
         self.path = Path(path)
         self.read_only = read_only
+        self.migrated: migrations.Outcome | None = None  # what opening it applied (read-write)
         self._lock = threading.RLock()
         try:
             self._db = self._open_read_only() if read_only else self._open_read_write()
@@ -191,7 +192,9 @@ class SqliteStateStore:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute("PRAGMA foreign_keys=ON")
-                migrations.migrate(_Schema(db, self._lock), migrations.available(DIALECT))
+                self.migrated = migrations.migrate(
+                    _Schema(db, self._lock), migrations.available(DIALECT)
+                )
             except BaseException:
                 db.close()
                 raise

@@ -40,8 +40,10 @@ __all__ = [
     "DriftMark",
     "EnvironmentStatus",
     "Event",
+    "Lease",
     "ObservedVersion",
     "QuarantineRecord",
+    "Replica",
     "RolloutRecord",
     "RunRecord",
     "StepRecord",
@@ -230,3 +232,26 @@ class Event:
             "commit": self.commit,
             "details": dict(self.details),
         }
+
+
+@dataclass(frozen=True)
+class Lease:
+    """An environment leased to a replica: ``token`` fences its writes (strictly increasing
+    over every lease ever granted); ``expires_at`` is on the database's clock (epoch seconds),
+    ``live`` says whether it had not expired when read."""
+
+    environment: str
+    holder: str
+    token: int
+    expires_at: float
+    live: bool = True
+
+
+@dataclass(frozen=True)
+class Replica:
+    """A daemon sharing the database: its name, where its API listens (for people and for
+    forwarding), and until when its last heartbeat counts (the database's clock)."""
+
+    replica: str
+    address: str
+    expires_at: float

@@ -6,12 +6,15 @@ status read model (``report.status``) and the journal. Mutating calls (``POST /a
 suspend, resume) need ``Authorization: Bearer <token>`` with the token read from
 ``api.token_file``; without a token file they are refused (403). Webhooks
 (``POST /api/v1/webhooks/{github,gitlab,gitea}``) authenticate by their own signatures
-(``edges.webhooks``). The OpenAPI spec is at ``/openapi.json``.
+(``edges.webhooks``). The OpenAPI spec is at ``/openapi.json``. The read-only web page
+(``report.web``: ``/``, ``/environments/...``, ``/rollouts/...``, ``/history``, ``/source``,
+``/static/...``) is served by the same app.
 
 Before any route: ``report.guard`` checks access (the bearer token of mutating calls, and of
 reads when ``api.read_token_file`` is set) and caps every body (``api.max_body_bytes``,
 webhooks ``webhooks.max_payload_bytes``), all before a byte of the body is read.
 
+A state store that cannot be reached now (``StoreUnavailable``) is a 503 with ``Retry-After``.
 Bad input is a 4xx with a reason, never a 500: the sync body is parsed by pydantic's bounded
 JSON parser (nesting depth, number size) into ``SyncRequest`` (finite numbers only, unknown
 keys refused), and validation errors are rendered without echoing their input.
@@ -35,8 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from reconciler import __version__
 from reconciler.edges import webhooks
 from reconciler.plan.outcomes import EnvironmentOutcome
-from reconciler.record import RolloutRecord, StepRecord
-from reconciler.report import event_routes, guard
+from reconciler.record import RolloutRecord, RunRecord, StepRecord, StoreUnavailable
+from reconciler.report import event_routes, guard, web
 from reconciler.report.events import EventFeed
 from reconciler.report.history import Rollout, rollout_view
 from reconciler.report.metrics import CONTENT_TYPE, Metrics
@@ -52,6 +55,7 @@ class Journal(Protocol):
     def rollouts(self, environment: str | None = None, limit: int = 20) -> list[RolloutRecord]: ...
     def rollout(self, rollout_id: str) -> RolloutRecord | None: ...
     def steps(self, rollout_id: str) -> list[StepRecord]: ...
+    def run(self, run_id: str) -> RunRecord | None: ...
 
 
 class Control(Protocol):
@@ -205,6 +209,12 @@ def create_app(control: Control, settings: Settings) -> FastAPI:
     async def body_too_large(_request: Request, exc: guard.BodyTooLarge) -> JSONResponse:
         return JSONResponse({"result": "too_large", "detail": exc.detail}, 413, headers=exc.headers)
 
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(_request: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.warning("api_store_unavailable", error=str(exc))
+        detail = {"detail": "the state store cannot be reached now; retry later"}
+        return JSONResponse(detail, 503, headers={"Retry-After": "5"})
+
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _reasons(list(exc.errors()))}, 422)
@@ -276,7 +286,9 @@ def create_app(control: Control, settings: Settings) -> FastAPI:
         record = control.journal.rollout(rollout_id)
         if record is None:
             raise HTTPException(404, f"unknown rollout {rollout_id!r}")
-        return rollout_view(record, control.journal.steps(rollout_id))
+        return rollout_view(
+            record, control.journal.steps(rollout_id), control.journal.run(record.run_id)
+        )
 
     @app.post(
         "/api/v1/sync",
@@ -396,4 +408,5 @@ def create_app(control: Control, settings: Settings) -> FastAPI:
             control.request_sync(reason=f"webhook:{provider}")
         return JSONResponse({"result": delivery.result, "detail": delivery.detail}, delivery.status)
 
+    web.install(app, control)  # the read-only page, behind the same guard
     return app

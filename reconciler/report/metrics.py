@@ -14,7 +14,7 @@ Two kinds, one registry per daemon:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -48,11 +48,44 @@ def _gauge(name: str, doc: str, labels: Sequence[str] = ()) -> GaugeMetricFamily
     return GaugeMetricFamily(f"reconciler_{name}", doc, labels=list(labels))
 
 
-class StatusCollector(Collector):
-    """Gauges rendered from the status read model at scrape time."""
+class OwnerCollector(Collector):
+    """``reconciler_environment_owner{environment,replica}``: 1 per environment this replica
+    holds the lease of (several replicas: each exports its own, so sums across them are
+    right). Nothing without replicas."""
 
-    def __init__(self, status: Callable[[], StatusView]) -> None:
+    def __init__(self) -> None:
+        self.owners: Callable[[], Mapping[str, str]] | None = None  # None: no replicas
+
+    def exported(self) -> set[str] | None:
+        """The environments whose per-environment gauges this replica exports (None: all)."""
+        return None if self.owners is None else set(self.owners())
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = _gauge(
+            "environment_owner",
+            "1 for each environment whose lease this replica holds",
+            ["environment", "replica"],
+        )
+        for environment, replica in sorted((self.owners or dict)().items()):
+            gauge.add_metric([environment, replica], 1)
+        yield gauge
+
+
+class StatusCollector(Collector):
+    """Gauges rendered from the status read model at scrape time; per-environment gauges only
+    for the environments ``exported()`` names (replicas: the ones this replica owns, so sums
+    across replicas are right; None: every environment)."""
+
+    def __init__(
+        self,
+        status: Callable[[], StatusView],
+        exported: Callable[[], set[str] | None] = lambda: None,
+    ) -> None:
         self.status = status
+        self.exported = exported
 
     def describe(self) -> list[Metric]:
         """Nothing at registration: the read model is built at scrape time only."""
@@ -117,7 +150,10 @@ class StatusCollector(Collector):
             "Since when the oldest unresolved drift of the app in the group is.",
             ["environment", "group", "app"],
         )
+        only = self.exported()
         for environment in view.environments:
+            if only is not None and environment.name not in only:
+                continue
             suspended.add_metric([environment.name], 1.0 if environment.suspended else 0.0)
             if environment.last_success_at is not None:
                 success.add_metric([environment.name], environment.last_success_at)
@@ -142,7 +178,9 @@ class Metrics(SilentReporter):
 
     def __init__(self, status: Callable[[], StatusView]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(StatusCollector(status))
+        self.owner_gauge = OwnerCollector()  # fed by the daemon when it has replicas
+        self.registry.register(StatusCollector(status, self.owner_gauge.exported))
+        self.registry.register(self.owner_gauge)
         reg = self.registry
         self.reconcile_duration = Histogram(
             "reconciler_reconcile_duration_seconds",
@@ -190,6 +228,12 @@ class Metrics(SilentReporter):
             "reconciler_webhooks",
             "Webhook deliveries by provider and result.",
             ["provider", "result"],
+            registry=reg,
+        )
+        self.lease_transitions = Counter(
+            "reconciler_lease_transitions",
+            "Leases of environments this replica acquired or lost (replicas only).",
+            ["environment", "transition"],
             registry=reg,
         )
 

@@ -15,6 +15,8 @@ inputs, so the API, the CLI and the metrics cannot disagree:
   desired versions in force are the ones that failed (``plan.policy.quarantine_holds``): once a
   revert or a new commit is in force it is gone everywhere, before the next reconcile lifts it
   from the store;
+* per group, its maintenance windows: whether one is open at ``now`` and when the next one
+  opens (only when the caller passes ``now``; the read model has no clock of its own);
 * the source says which commit is in force (with author and subject), whether the newest
   commit was rejected and why, and whether the last fetch worked.
 
@@ -25,11 +27,13 @@ JSON back into them, so both render the very same objects.
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import UTC, datetime
 from typing import Protocol
 
 from pydantic import BaseModel, Field
 
 from reconciler import __version__
+from reconciler.desired import windows
 from reconciler.desired.model import GroupDesired
 from reconciler.plan import observed as drift_model
 from reconciler.plan import policy
@@ -101,6 +105,11 @@ class GroupView(BaseModel):
     in_sync: bool
     quarantined: bool
     after: list[str]
+    maintenance_windows: int = Field(default=0, description="How many windows (0: any time).")
+    window_open: bool | None = Field(
+        default=None, description="A window is open now (null: no windows, or not computed)."
+    )
+    next_window_at: float | None = Field(default=None, description="When the next one opens.")
 
 
 class HostApp(BaseModel):
@@ -200,10 +209,20 @@ def _holding(store: StatusStore, snapshot: DesiredSnapshot | None) -> list[Quara
 
 
 def _group_view(
-    group: GroupDesired, states: list[drift_model.HostAppState], quarantined: bool
+    group: GroupDesired,
+    states: list[drift_model.HostAppState],
+    quarantined: bool,
+    now: float | None = None,
 ) -> GroupView:
     """Drift counts keep their meaning: ``drift``/``drifted_hosts`` are desired != recorded;
     out-of-band and unknown hosts are counted beside them."""
+    window_open: bool | None = None
+    next_window_at: float | None = None
+    if group.maintenance_windows and now is not None:
+        moment = datetime.fromtimestamp(now, UTC)
+        window_open = windows.windows_open(group.maintenance_windows, moment)
+        following = windows.next_window(group.maintenance_windows, moment)
+        next_window_at = following.timestamp() if following is not None else None
     pending = [s for s in states if s.recorded != s.desired]
     out_of_band = [s for s in states if s.drift is DriftClass.OUT_OF_BAND]
     since: dict[str, float] = {}
@@ -222,6 +241,9 @@ def _group_view(
         in_sync=not pending,
         quarantined=quarantined,
         after=list(group.after),
+        maintenance_windows=len(group.maintenance_windows),
+        window_open=window_open,
+        next_window_at=next_window_at,
     )
 
 
@@ -232,8 +254,10 @@ def environment_views(
     reconciling: Collection[str] = (),
     only: str | None = None,
     with_hosts: bool = False,
+    now: float | None = None,
 ) -> list[EnvironmentDetail]:
-    """Per environment (or only one): its state in the store, groups and drift, hosts."""
+    """Per environment (or only one): its state in the store, groups and drift, hosts;
+    maintenance windows as of ``now`` (epoch seconds), when given."""
     state = snapshot.state if snapshot else None
     statuses = {s.environment: s for s in store.environment_statuses()}
     held = {(q.environment, q.group) for q in _holding(store, snapshot)}
@@ -256,7 +280,7 @@ def environment_views(
             )
             for group in environment.groups.values():
                 mine = [s for s in states if s.group == group.name]
-                groups.append(_group_view(group, mine, (name, group.name) in held))
+                groups.append(_group_view(group, mine, (name, group.name) in held, now))
                 if with_hosts:
                     hosts.extend(
                         HostApp(
@@ -298,6 +322,7 @@ def build(
     url: str,
     branch: str,
     daemon: DaemonView | None = None,
+    now: float | None = None,
 ) -> StatusView:
     """The whole status: source, every environment with its groups, holding quarantines."""
     reconciling = daemon.running if daemon is not None else {}
@@ -307,7 +332,7 @@ def build(
         source=source_view(store, snapshot, url, branch),
         environments=[
             EnvironmentView(**view.model_dump(exclude={"hosts"}))
-            for view in environment_views(store, snapshot, reconciling=reconciling)
+            for view in environment_views(store, snapshot, reconciling=reconciling, now=now)
         ],
         quarantines=[
             QuarantineView(

@@ -166,12 +166,22 @@ def _gate_text(gates: Sequence[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
+def _attempt_text(attempt: Any) -> str:
+    """One playbook attempt of a step: ``#2 successful``, ``#1 unreachable web-03``."""
+    unreachable = attempt.get("unreachable") or ()
+    what = f"unreachable {', '.join(unreachable)}" if unreachable else attempt.get("outcome")
+    return f"#{attempt.get('attempt')} {what}"
+
+
 def _step_text(step: Any) -> tuple[str, str]:
     failed = [h for h, r in step.host_results.items() if r.get("status") != "ok"]
     share = f" ({step.percent}%)" if step.phase == "deploy" else ""
     detail = f"{len(step.hosts)} host(s) in this step" + (
         f", failed: {', '.join(failed)}" if failed else ""
     )
+    if len(step.attempts) > 1 or any(a.get("unreachable") for a in step.attempts):
+        tries = ", ".join(_attempt_text(a) for a in step.attempts)
+        detail += f"; attempts: {tries}" + ("; retrying" if step.state == "running" else "")
     gates = _gate_text(step.gate_results)
     return f"{step.phase} step {step.index}{share}", detail + (f"; {gates}" if gates else "")
 
@@ -182,7 +192,7 @@ def history(console: Console, rollouts: Sequence[Rollout], output: Output) -> No
         return
     if output is Output.WIDE:
         table = _table(
-            "started", "environment/group", "apps", "state", "commit", "reason",
+            "started", "environment/group", "apps", "state", "commit", "trigger", "reason",
             title="rollouts (step rows: hosts changed by that step)",
         )  # fmt: skip
         for rollout in rollouts:
@@ -193,11 +203,12 @@ def history(console: Console, rollouts: Sequence[Rollout], output: Output) -> No
                 apps,
                 rollout.state,
                 short(rollout.commit),
+                rollout.trigger,
                 rollout.reason,
             )
             for step in rollout.steps or ():
                 name, detail = _step_text(step)
-                table.add_row("", f"  {name}", detail, step.state, "", "")
+                table.add_row("", f"  {name}", detail, step.state, "", "", "")
         console.print(table)
         return
     # One block per rollout, lines that wrap: full names at any terminal width.
@@ -209,6 +220,7 @@ def history(console: Console, rollouts: Sequence[Rollout], output: Output) -> No
             Text(f"{rollout.environment}/{rollout.group}", style="bold")
             + Text(f"  {rollout.state}  ", style=_state_style(rollout.state))
             + Text(f"{when(rollout.started_at)}  {apps}  commit {short(rollout.commit)}")
+            + Text("" if rollout.trigger == "change" else f"  trigger {rollout.trigger}")
         )
         if rollout.reason:
             console.print(Text(f"  {rollout.reason}", style="dim"))

@@ -16,6 +16,8 @@ Contract (``Observer.observe(environment, group, hosts, root)``):
   like one (``desired.schema.VERSION_RE``); the regular expression only sees the first 4 KiB
   of an answer.
 * Never raises for what hosts do; a run that cannot start makes its hosts ``failed``.
+* A run stopped by ``cancel`` (a newer commit, a shutdown) observes nothing of its hosts: what
+  was seen before stands (a look cut short says nothing about the hosts).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Literal
 from reconciler import content
 from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host
 from reconciler.desired.schema import VERSION_RE, CommandProbe, FactProbe, HttpProbe
-from reconciler.edges.ansible import HostStatus, Runner, RunResult
+from reconciler.edges.ansible import HostStatus, Runner, RunOutcome, RunResult
 from reconciler.edges.ansible import observe as ansible_observe
 from reconciler.edges.gates.templates import MissingPlaceholder, render_template
 from reconciler.record import ObservedVersion
@@ -125,6 +127,8 @@ class Observer:
             environment, group, hosts, root, cancel,
             mode="fact", fact_path=probe.fact_path, timeout=10.0,
         )  # fmt: skip
+        if result.outcome is RunOutcome.CANCELED:
+            return []
         now = self.clock()
         out = []
         for host in hosts:
@@ -181,6 +185,8 @@ class Observer:
                     environment, group, same, root, cancel,
                     mode="command", argv=list(argv), timeout=probe.timeout,
                 )  # fmt: skip
+                if result.outcome is RunOutcome.CANCELED:
+                    return out
                 now = self.clock()
                 for host in same:
                     answer = answers.by_host.get(host.name)

@@ -23,6 +23,7 @@ a failed host; it returns a ``ReconcileResult`` and leaves the store telling wha
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import threading
 import uuid
@@ -36,7 +37,7 @@ from reconciler.desired.model import EnvironmentDesired
 from reconciler.plan import canary, policy
 from reconciler.plan.observed import HostAppState
 from reconciler.plan.outcomes import EnvironmentOutcome, GroupOutcome
-from reconciler.record import EnvironmentFields, RolloutRecord, RunRecord
+from reconciler.record import EnvironmentFields, RolloutRecord, RunRecord, StateStore
 from reconciler.rollout import environment as groups
 from reconciler.rollout.group import Deployment, GroupRollout
 from reconciler.rollout.ports import Adapters, SourceStage, StopRequest
@@ -80,6 +81,16 @@ class Reconciler:
 
     def refresh(self, *, fetch: bool = True) -> DesiredSnapshot:
         return self.source.refresh(fetch=fetch)
+
+    def with_store(self, store: StateStore) -> Reconciler:
+        """This reconciler recording through ``store`` (a replica's view of the same database
+        whose writes carry its lease's fencing token); the source and the other adapters are
+        shared."""
+        view = copy.copy(self)
+        view.adapters = dataclasses.replace(self.adapters, store=store)
+        view.store = store
+        view.truth = HostTruth(self.settings, lambda: view.adapters)
+        return view
 
     # ------------------------------------------------------------------ reconcile
     def reconcile_once(self, environments: set[str] | None = None) -> ReconcileResult:
@@ -344,14 +355,20 @@ class Reconciler:
         )
 
     # ------------------------------------------------------------------ resume
-    def resume_interrupted(self, snapshot: DesiredSnapshot) -> list[RolloutRecord]:
+    def resume_interrupted(
+        self, snapshot: DesiredSnapshot, only: str | None = None
+    ) -> list[RolloutRecord]:
         """Close rollouts a crash or kill left ``running``; make their hosts get redeployed.
 
-        Call only while no rollout of this store runs (daemon start, holding the lock).
+        Call only while no rollout of this store runs (daemon start, holding the lock), or,
+        with ``only``, while no rollout of that environment runs (a replica that just took
+        its lease over).
         """
         resumed = []
         store = self.store
         for record in store.unfinished_rollouts():
+            if only is not None and record.environment != only:
+                continue
             steps = [s for s in store.steps(record.id) if s.state in INTERRUPTED_STEPS]
             hosts = sorted({h for s in steps for h in s.hosts})
             environment = (

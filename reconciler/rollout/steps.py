@@ -2,9 +2,10 @@
 could not reach, record what succeeded, and look at what the hosts run afterwards.
 
 Contract (``StepRunner.play(phase, step, total, apps)``):
-* The step is journalled ``running`` before anything runs, and again when it ends with the
-  merged per-host results, the run dir of its last attempt and every attempt (hosts, which
-  were unreachable, outcome, times): ``history`` shows them.
+* The step is journalled ``running`` before anything runs, again (still ``running``, with the
+  attempts so far) before each retry waits, and when it ends with the merged per-host
+  results, the run dir of its last attempt and every attempt (hosts, which were unreachable,
+  outcome, times): ``history`` shows them, a retry that is still waiting too.
 * Hosts the playbook could not reach (``unreachable``; a failing task is a real failure and is
   never retried) are run again, alone, up to ``rollout.retries.attempts`` tries in all, after
   waits from ``backoff`` doubling to ``max_backoff`` with jitter (``support.backoff``). A stop
@@ -99,6 +100,7 @@ class StepRunner:
             if not again or self.cancel.is_set():
                 break
             wait = next(waits)
+            store.journal_step(dataclasses.replace(intent, attempts=list(attempts)))
             log.info("step_retry", step=step.index, hosts=list(again), in_s=round(wait, 1))
             if self.cancel.wait(wait):
                 break

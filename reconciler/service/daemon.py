@@ -2,10 +2,11 @@
 
 Contract:
 * One daemon per state dir (``service.leadership.StateDirLock``).
-* Triggers (``service.triggers``: poll, resync, a watcher on a local repository), webhooks and
-  ``POST /api/v1/sync`` only *request* a sync. The source loop coalesces requests: one fetch +
-  validation serves every request that arrived before it started, so a burst of pushes becomes
-  one reconcile of the newest commit.
+* Triggers (``service.triggers``: poll, resync, observation, a watcher on a local
+  repository), webhooks and ``POST /api/v1/sync`` only *request* a sync (the observation, and
+  ``POST /api/v1/observe``, one that looks at every host first). The source loop coalesces
+  requests: one fetch + validation serves every request that arrived before it started, so a
+  burst of pushes becomes one reconcile of the newest commit.
 * Environments reconcile in a bounded pool, at most one reconcile per environment. A request for
   a busy environment is remembered and runs when it finishes; if the busy environment's desired
   state changed, its rollout is superseded after the running step. The daemon's own revert
@@ -13,6 +14,9 @@ Contract:
   the running reconcile.
 * A remote that fails is retried with exponential backoff (poll requests skip the fetch until
   then; explicit requests always fetch); the last valid desired state stays in force.
+* A state store that cannot be reached (``StoreUnavailable``) ends the reconcile it interrupts
+  with a warning; the daemon keeps running and the next cycle tries again. At start the store
+  must be reachable (else ``run`` exits 2 and systemd restarts it).
 * SIGTERM/SIGINT: stop taking work, let running playbook steps finish (``shutdown_grace``), then
   kill what still runs; the journal tells the next start what to resume. Exit 0.
 * Start: raise the soft open-files limit to the hard one (``service.resources``: the API's
@@ -25,10 +29,17 @@ Contract:
   ``_resumed``). The event consumers (notifications, commit statuses: ``report.delivery``)
   start with the daemon and stop after its rollouts; the event log is closed then, which ends
   the API's event streams cleanly, before the API stops.
+* Several replicas (PostgreSQL, ``service.replication``): an environment is reconciled only
+  by the replica holding its lease, through a store whose writes carry the lease's fencing
+  token; start resumes nothing, each lease gained resumes that environment's unfinished
+  rollouts; a lease lost cancels its reconcile (its writes are refused anyway); requests
+  are also sent to the other replicas; a refused write (``Fenced``) ends the reconcile
+  quietly: this replica no longer owns it.
 
 Size: over 400 lines: one object is the API's ``Control`` (status, environments, sync
 requests and their waits, suspension, events) and owns the whole lifecycle (start, source
-loop, environment dispatch, shutdown), which share its state and lock.
+loop, environment dispatch, shutdown), which share its state and lock; split, they would
+share their privates.
 """
 
 from __future__ import annotations
@@ -48,8 +59,9 @@ import structlog
 
 from reconciler.desired.model import EnvironmentDesired
 from reconciler.edges.ansible import process_tree
+from reconciler.errors import ReconcilerError
 from reconciler.plan.outcomes import EnvironmentOutcome
-from reconciler.record import StateStore
+from reconciler.record import Fenced, Lease, StateStore, StoreUnavailable
 from reconciler.report import status as read_model
 from reconciler.report.delivery import Count, EventWorker
 from reconciler.report.events import EventLog
@@ -58,6 +70,7 @@ from reconciler.rollout.ports import StopRequest
 from reconciler.rollout.reconciler import Reconciler
 from reconciler.service import discovery, resources, systemd_notify
 from reconciler.service.leadership import StateDirLock
+from reconciler.service.replication import FROM_REPLICA, Replication
 from reconciler.service.triggers import Triggers
 from reconciler.settings import Settings
 from reconciler.source.refresh import DesiredSnapshot
@@ -99,8 +112,10 @@ class Daemon:
         stopping: threading.Event | None = None,
         events: EventLog | None = None,
         consumers: Sequence[EventWorker] = (),
+        replication: Replication | None = None,
     ) -> None:
         self.settings = settings
+        self.replication = replication
         self.reconciler = reconciler
         self.store: StateStore = reconciler.store
         self.journal = self.store
@@ -130,6 +145,9 @@ class Daemon:
             settings.daemon.parallel_environments, thread_name_prefix="environment"
         )
         self._triggers = Triggers(settings, self.request_sync, self.stopping)
+        if replication is not None:
+            replication.ownership.busy = lambda name: name in self.running()
+            self.metrics.owner_gauge.owners = replication.owners
 
     @property
     def snapshot(self) -> DesiredSnapshot | None:
@@ -144,6 +162,7 @@ class Daemon:
             url=self.settings.source.url,
             branch=self.settings.source.branch,
             daemon=self.describe(),
+            now=time.time(),
         )
 
     def environments(
@@ -155,6 +174,7 @@ class Daemon:
             reconciling=self.running(),
             only=only,
             with_hosts=with_hosts,
+            now=time.time(),
         )
 
     def in_force(self) -> list[str]:
@@ -210,6 +230,8 @@ class Daemon:
             self._forced_fetch = self._forced_fetch or (fetch and reason != "poll")
         log.debug("sync_requested", reason=reason, environment=environment)
         self._wake.set()
+        if self.replication is not None and reason not in ("poll", "start", "lease"):
+            self.replication.notify(environment, reason)  # the owner may be another replica
         return now
 
     def wait_finished(
@@ -273,7 +295,13 @@ class Daemon:
                 discovery.write(self.discovery_path, self.url, self.started_at)
             snapshot = self.reconciler.refresh()
             self._note_source(snapshot)
-            resumed = self.reconciler.resume_interrupted(snapshot)
+            resumed = []
+            if self.replication is None:
+                resumed = self.reconciler.resume_interrupted(snapshot)
+            else:  # each lease gained resumes its environment
+                self.replication.start(
+                    self.in_force, self._lease_gained, self._lease_lost, self._replica_request
+                )
             self._triggers.start()
             self.ready.set()
             systemd_notify.ready()
@@ -332,6 +360,8 @@ class Daemon:
         if snapshot.state is None or snapshot.commit is None:
             return
         for name, environment in snapshot.state.environments.items():
+            if self.replication is not None and self.replication.token(name) is None:
+                continue  # another replica's
             if requested is None or name in requested:
                 look = observe is None or name in (observe or set())
                 self._dispatch(name, environment, snapshot, observe=look)
@@ -386,7 +416,10 @@ class Daemon:
                     run.environment = found
 
         try:
-            outcome = self.reconciler.reconcile_environment(
+            reconciler = self._reconciler(name)
+            if reconciler is None:
+                return
+            outcome = reconciler.reconcile_environment(
                 run.environment,
                 snapshot,
                 cancel=run.cancel,
@@ -394,12 +427,19 @@ class Daemon:
                 on_revert=adopted,
                 observe=run.observe,
             )
+        except StoreUnavailable as exc:  # nothing can be recorded now; the next cycle retries
+            log.warning("store_unavailable", environment=name, error=str(exc), retry="next cycle")
+        except Fenced as exc:  # another replica holds the lease now: stand down, write nothing
+            log.warning("reconcile_fenced", environment=name, error=str(exc))
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             log.exception("reconcile_crashed", environment=name)
-            self.store.update_environment(
-                name, time.time(), last_result=EnvironmentResult.ERROR, last_error=error[:500]
-            )
+            try:
+                self.store.update_environment(
+                    name, time.time(), last_result=EnvironmentResult.ERROR, last_error=error[:500]
+                )
+            except ReconcilerError as failed:  # the store itself: logged, the daemon goes on
+                log.warning("reconcile_error_not_recorded", environment=name, error=str(failed))
         finally:
             with self._state:
                 self._running.pop(name, None)
@@ -415,6 +455,42 @@ class Daemon:
                         if look and self._observe is not None:
                             self._observe.discard(name)
                     self._dispatch(name, current.state.environments[name], current, observe=look)
+
+    # ------------------------------------------------------------------ replicas
+    def _reconciler(self, name: str) -> Reconciler | None:
+        """The reconciler to run ``name`` with: fenced by its lease's token (replicas)."""
+        if self.replication is None:
+            return self.reconciler
+        token = self.replication.token(name)
+        if token is None:
+            log.info("reconcile_skipped", environment=name, reason="not this replica's")
+            return None
+        return self.reconciler.with_store(self.replication.fenced(token))
+
+    def _lease_gained(self, lease: Lease) -> None:
+        self.metrics.lease_transitions.labels(lease.environment, "acquired").inc()
+        snapshot = self.snapshot
+        if snapshot is not None and lease.environment not in self.running():
+            assert self.replication is not None
+            fenced = self.replication.fenced(lease.token)
+            resumed = self.reconciler.with_store(fenced).resume_interrupted(
+                snapshot, only=lease.environment
+            )
+            if resumed:
+                log.info("takeover_resumed", environment=lease.environment, rollouts=len(resumed))
+        self.request_sync(lease.environment, reason="lease", fetch=False)
+
+    def _lease_lost(self, name: str) -> None:
+        self.metrics.lease_transitions.labels(name, "lost").inc()
+        with self._state:
+            run = self._running.get(name)
+        if run is not None:
+            run.cancel.request(StopReason.INTERRUPTED)
+            run.abort.set()
+
+    def _replica_request(self, environment: str | None, reason: str) -> None:
+        log.debug("sync_from_replica", environment=environment, reason=reason)
+        self.request_sync(environment, reason=FROM_REPLICA)
 
     # ------------------------------------------------------------------ lifecycle
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -455,6 +531,8 @@ class Daemon:
         deadline = time.monotonic() + 10
         for consumer in self.consumers:
             consumer.stop(timeout=max(0.5, deadline - time.monotonic()))
+        if self.replication is not None:
+            self.replication.stop()
         with self._state:
             self._state.notify_all()
 

@@ -1,8 +1,10 @@
-"""What makes the daemon look at Git again: the poll and resync jobs, and a file watcher.
+"""What makes the daemon reconcile: the poll, resync and observation jobs, and a file watcher.
 
 Triggers only *request* a sync (``request(reason=..., fetch=...)``); the daemon's loop
-coalesces requests. ``Triggers.start`` schedules the poll (every ``poll_interval`` plus jitter)
-and the resync (every ``resync_interval``, no fetch) with APScheduler, and watches a local
+coalesces requests. ``Triggers.start`` schedules the poll (every ``poll_interval`` plus jitter),
+the resync (every ``resync_interval``, no fetch) and the observation (every
+``observation.interval``, give or take ``observation.jitter`` of it, no fetch: a reconcile of every
+environment that first looks at what every host runs) with APScheduler, and watches a local
 repository path with watchfiles when ``source.watch`` allows it.
 """
 
@@ -23,7 +25,12 @@ log = structlog.get_logger(__name__)
 
 class Requester(Protocol):
     def __call__(
-        self, environment: str | None = None, *, reason: str, fetch: bool = True
+        self,
+        environment: str | None = None,
+        *,
+        reason: str,
+        fetch: bool = True,
+        observe: bool = False,
     ) -> float: ...
 
 
@@ -63,6 +70,19 @@ class Triggers:
                 IntervalTrigger(seconds=self.settings.daemon.resync_interval),
                 kwargs={"reason": "resync", "fetch": False},
                 id="resync",
+                max_instances=1,
+                coalesce=True,
+            )
+        observation = self.settings.observation
+        if observation.interval > 0:
+            self._scheduler.add_job(
+                self.request,
+                IntervalTrigger(
+                    seconds=observation.interval,
+                    jitter=observation.interval * observation.jitter,
+                ),
+                kwargs={"reason": "observe", "fetch": False, "observe": True},
+                id="observe",
                 max_instances=1,
                 coalesce=True,
             )

@@ -11,11 +11,14 @@ from the route's URL file) and the commit-status worker of the configured provid
 from __future__ import annotations
 
 import functools
+import os
 import resource
+import socket
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -29,7 +32,7 @@ from reconciler.edges.gates.versions import HttpVersions
 from reconciler.edges.git.auth import GitAuth
 from reconciler.edges.git.reader import GitSource
 from reconciler.edges.git.writer import WriteBack
-from reconciler.record import EventSink, SilentSink, StateStore
+from reconciler.record import EventSink, SilentSink, StateStore, migrations
 from reconciler.record.sqlite import SqliteStateStore
 from reconciler.report.commit_status import StatusWorker
 from reconciler.report.delivery import EventWorker
@@ -40,11 +43,18 @@ from reconciler.rollout.ports import Adapters, Reverter
 from reconciler.rollout.reconciler import Reconciler
 from reconciler.service import resources
 from reconciler.service.daemon import Daemon
+from reconciler.service.ownership import Ownership
+from reconciler.service.replication import Replication
 from reconciler.settings import LimitsSettings, Settings
 from reconciler.source.refresh import DesiredSource
 from reconciler.support.redaction import redact
 
+if TYPE_CHECKING:
+    from reconciler.record.postgresql import PostgresStateStore
+
 log = structlog.get_logger(__name__)
+#: Connections of a read-only store (the CLI's reads: one command, one thread).
+READ_ONLY_POOL = 2
 
 
 def inventory_reader(settings: Settings | None = None) -> InventoryReader:
@@ -82,8 +92,57 @@ def load_repository(
 
 
 def open_store(settings: Settings, *, read_only: bool = False) -> StateStore:
-    """The state store; ``read_only`` for reads, which never create, migrate or write."""
-    return SqliteStateStore.open(settings.database_path, read_only=read_only)
+    """The state store of ``state.url``: PostgreSQL when set, else SQLite at
+    ``state_dir/state.db``. Read-write, it is migrated to this code's schema; ``read_only``
+    for reads, which never create, migrate or write. ``StoreError`` when it refuses (an
+    unknown schema, a bad URL or password file), ``StoreUnavailable`` when it cannot be
+    reached now."""
+    return _open_store(settings, read_only=read_only)
+
+
+def _open_store(
+    settings: Settings, *, read_only: bool = False
+) -> SqliteStateStore | PostgresStateStore:
+    state = settings.state
+    if not state.url:
+        return SqliteStateStore.open(settings.database_path, read_only=read_only)
+    from reconciler.record.postgresql import PostgresStateStore  # psycopg: only when used
+
+    return PostgresStateStore.open(
+        state.url,
+        read_only=read_only,
+        password_file=state.password_file,
+        pool_size=min(state.pool_size, READ_ONLY_POOL) if read_only else state.pool_size,
+        connect_timeout=state.connect_timeout,
+    )
+
+
+def store_location(settings: Settings) -> str:
+    """Where the state store is, for people (a PostgreSQL URL without its query)."""
+    return settings.state.url.split("?")[0] if settings.state.url else str(settings.database_path)
+
+
+def migrate_store(settings: Settings) -> migrations.Outcome:
+    """``reconciler migrate``: bring the configured store to this code's schema (concurrent
+    replicas wait for each other); what was done."""
+    store = _open_store(settings)
+    try:
+        assert store.migrated is not None  # a read-write open migrates
+        return store.migrated
+    finally:
+        store.close()
+
+
+def replication(settings: Settings, store: StateStore, api: str = "") -> Replication | None:
+    """Leases and sync requests between replicas when the store is PostgreSQL; else None
+    (SQLite: one daemon, the state-dir lock)."""
+    from reconciler.record.postgresql import PostgresLeases, PostgresStateStore, PostgresTriggers
+
+    if not isinstance(store, PostgresStateStore):
+        return None
+    name = settings.state.replica or f"{socket.gethostname()}-{os.getpid()}"
+    leases = Ownership(PostgresLeases(store.connections), name, api, settings.state.lease_ttl)
+    return Replication(leases, PostgresTriggers(store.connections), store.fenced)
 
 
 def git_auth(settings: Settings) -> GitAuth:
@@ -179,10 +238,17 @@ def event_log(settings: Settings, store: StateStore) -> EventLog:
     )
 
 
-def event_consumers(settings: Settings, store: StateStore) -> list[EventWorker]:
+def event_consumers(
+    settings: Settings, store: StateStore, replica: str | None = None
+) -> list[EventWorker]:
     """Notification workers (one per route) and the commit-status worker, not started.
     ``ValueError``/``OSError`` for a URL file or token file that cannot be used (the message
-    names the file and line, never a secret)."""
+    names the file and line, never a secret).
+
+    With several replicas (``replica``: this one's name) each replica delivers the events it
+    emits itself, live: its cursors are its own (``...delivered@<replica>``) and it catches up
+    nothing at start, since the stored events after its cursor include other replicas' (sent
+    by them). What a crashed replica had not delivered yet is not sent by another."""
     from reconciler.edges.notify import apprise_channels  # apprise: only with routes
 
     workers: list[EventWorker] = []
@@ -204,6 +270,10 @@ def event_consumers(settings: Settings, store: StateStore) -> list[EventWorker]:
         workers.append(
             StatusWorker(poster, store, config, catch_up=settings.notifications.catch_up)
         )
+    if replica is not None:
+        for worker in workers:
+            worker.cursor_key = f"{worker.cursor_key}@{replica}"
+            worker.catch_up = 0.0
     return workers
 
 
@@ -249,12 +319,21 @@ def build(
 
 
 def daemon(settings: Settings, *, stopping: threading.Event) -> Daemon:
-    """The daemon with its event log and event consumers (see ``build``)."""
+    """The daemon with its event log, its event consumers and, with PostgreSQL, its
+    replication (leases, sync requests between replicas; see ``build``)."""
     store = open_store(settings)
     events = event_log(settings, store)
-    consumers = event_consumers(settings, store)
+    replicas = replication(settings, store)
+    consumers = event_consumers(settings, store, replicas.replica if replicas else None)
     reconciler = build(settings, stopping=stopping, store=store, events=events)
-    return Daemon(settings, reconciler, stopping=stopping, events=events, consumers=consumers)
+    return Daemon(
+        settings,
+        reconciler,
+        stopping=stopping,
+        events=events,
+        consumers=consumers,
+        replication=replicas,
+    )
 
 
 def serve(settings: Settings) -> Callable[[Daemon], tuple[str, Callable[[], None]]]:

@@ -14,6 +14,7 @@ from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host, Rol
 from reconciler.desired.schema import FactProbe, Observe
 from reconciler.edges.ansible import HostResult, HostStatus, PlaybookRun, RunOutcome, RunResult
 from reconciler.edges.ansible.observe import fact_note
+from reconciler.record import ObservedVersion
 from reconciler.rollout.observation import Observer
 from reconciler.settings import ExecutionSettings
 from reconciler.states import ObservationStatus
@@ -22,9 +23,12 @@ from reconciler.states import ObservationStatus
 class ReplayRunner:
     """Answers every run with ``setup`` results giving ``local`` as ``ansible_local``."""
 
-    def __init__(self, runs_dir: Path, local: Mapping[str, Any]) -> None:
+    def __init__(
+        self, runs_dir: Path, local: Mapping[str, Any], outcome: RunOutcome = RunOutcome.SUCCESSFUL
+    ) -> None:
         self.runs_dir = runs_dir
         self.local = local
+        self.outcome = outcome
 
     def run(
         self,
@@ -34,6 +38,9 @@ class ReplayRunner:
         on_event: Callable[[dict], None] | None = None,
     ) -> RunResult:
         assert on_event is not None
+        if self.outcome is RunOutcome.CANCELED:  # killed before any host answered
+            hosts = {h: HostResult(h, HostStatus.FAILED, False, "canceled") for h in run.hosts}
+            return RunResult("x", RunOutcome.CANCELED, 254, hosts, 0.1, self.runs_dir)
         for host in run.hosts:
             on_event(
                 {
@@ -49,15 +56,22 @@ class ReplayRunner:
         return RunResult("x", RunOutcome.SUCCESSFUL, 0, hosts, 0.1, self.runs_dir)
 
 
-def observe_one(tmp_path: Path, local: Mapping[str, Any]) -> tuple[str | None, str, str]:
+def observe(
+    tmp_path: Path, local: Mapping[str, Any], outcome: RunOutcome = RunOutcome.SUCCESSFUL
+) -> list[ObservedVersion]:
     host = Host("h1", "127.0.0.1")
     group = GroupDesired(
         "web", {"shop": "2.0.0"}, (host,), (), "deploy-app.yml", Rollout(), (), 60,
         observe=Observe(fact=FactProbe()),
     )  # fmt: skip
     environment = EnvironmentDesired("prod", "environments/prod.yaml", "inv.yml", {"web": group})
-    observer = Observer(ReplayRunner(tmp_path, local), None, ExecutionSettings(), lambda: 1.0)
-    (seen,) = observer.observe(environment, group, (host,), tmp_path)
+    runner = ReplayRunner(tmp_path, local, outcome)
+    observer = Observer(runner, None, ExecutionSettings(), lambda: 1.0)
+    return observer.observe(environment, group, (host,), tmp_path)
+
+
+def observe_one(tmp_path: Path, local: Mapping[str, Any]) -> tuple[str | None, str, str]:
+    (seen,) = observe(tmp_path, local)
     return seen.version, seen.status, seen.detail
 
 
@@ -72,6 +86,12 @@ def test_a_stopped_app_is_stopped_and_says_why(tmp_path: Path) -> None:
     assert (version, status) == (None, ObservationStatus.STOPPED)
     expected = "no 'version' in the local fact 'reconciler_shop': stopped; shop is not running"
     assert detail == expected
+
+
+def test_a_look_cut_short_observes_nothing(tmp_path: Path) -> None:
+    """A superseded reconcile's observation is killed: the hosts are not made "unknown"."""
+    local = {"reconciler_shop": {"version": "2.0.0", "running": True, "state": "running"}}
+    assert observe(tmp_path, local, RunOutcome.CANCELED) == []
 
 
 def test_a_fact_version_that_is_no_version_is_refused(tmp_path: Path) -> None:

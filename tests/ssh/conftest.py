@@ -41,18 +41,21 @@ def env_text(
     canary: str = "[10, 50, 100]",
     max_failed_hosts: int = 0,
     extra_gates: str = "",
+    retries: str = "",
 ) -> str:
     """prod.yaml: group web (every host) runs shop at ``version``, gated on its /healthz.
 
     The test app listens on 127.0.0.1 (the hosts share this machine), so the gate asks there
-    rather than at ``{host}`` (127.0.1.N).
+    rather than at ``{host}`` (127.0.1.N). ``retries``: the group's ``rollout.retries``.
     """
     return (
         "environment: prod\n"
         "inventory: inventories/prod.yml\n"
         "defaults:\n"
         "  timeout: 120s\n"
-        f"  rollout: {{canary: {canary}, max_failed_hosts: {max_failed_hosts}}}\n"
+        f"  rollout: {{canary: {canary}, max_failed_hosts: {max_failed_hosts}"
+        + (f", retries: {retries}" if retries else "")
+        + "}\n"
         "  health:\n"
         "    - http:\n"
         '        url: "http://127.0.0.1:{port}/healthz"\n'
@@ -94,21 +97,27 @@ def ssh_setup(sshd: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     base = tmp_path_factory.mktemp("ssh")
     fleet = SshFleet(base / "fleet", HOSTS, names=WEB)
     with fleet:
-        remote = GitRemote(base / "git")
-        fleet.write_inventory(remote.work / "inventories" / "prod.yml", {"web": WEB})
-        remote.commit("inventory")
-        config = base / "reconciler.yaml"
-        YAML().dump(
-            {
-                "state_dir": str(base / "state"),
-                "source": {"url": remote.url, "branch": "main"},
-                "execution": {"extra_envvars": fleet.ansible_envvars()},
-            },
-            config,
-        )
-        ports = {host.name: {"shop": host.app_port} for host in fleet.hosts}
-        yield Setup(remote, fleet, config, ports, {"web": WEB})
+        yield fleet_setup(fleet, base)
     assert fleet.leftovers() == []
+
+
+def fleet_setup(fleet: SshFleet, base: Path) -> Setup:
+    """A bare remote with the inventory (every host of ``fleet`` in group web) and a config."""
+    remote = GitRemote(base / "git")
+    names = [host.name for host in fleet.hosts]
+    fleet.write_inventory(remote.work / "inventories" / "prod.yml", {"web": names})
+    remote.commit("inventory")
+    config = base / "reconciler.yaml"
+    YAML().dump(
+        {
+            "state_dir": str(base / "state"),
+            "source": {"url": remote.url, "branch": "main"},
+            "execution": {"extra_envvars": fleet.ansible_envvars()},
+        },
+        config,
+    )
+    ports = {host.name: {"shop": host.app_port} for host in fleet.hosts}
+    return Setup(remote, fleet, config, ports, {"web": names})
 
 
 @pytest.fixture

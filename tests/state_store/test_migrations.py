@@ -9,6 +9,7 @@ import pytest
 
 from reconciler import record
 from reconciler.record import migrations
+from reconciler.states import EventKind, Severity
 
 SHIPPED = migrations.available
 
@@ -19,13 +20,13 @@ def add_migrations(monkeypatch, *sql: tuple[str, str]) -> int:
     def available(dialect: str) -> tuple[migrations.Migration, ...]:
         shipped = SHIPPED(dialect)
         extra = (
-            migrations.Migration(len(shipped) + n, name, script)
+            migrations.Migration(migrations.latest(shipped) + n, name, script)
             for n, (name, script) in enumerate(sql, start=1)
         )
         return (*shipped, *extra)
 
     monkeypatch.setattr(migrations, "available", available)
-    return len(SHIPPED("sqlite")) + len(sql)
+    return migrations.latest(SHIPPED("sqlite")) + len(sql)
 
 
 def applied(backend) -> list[tuple[int, str]]:
@@ -65,7 +66,7 @@ def test_a_pending_migration_is_applied_once_and_keeps_the_data(backend, monkeyp
     assert store.get_meta("kept") == "yes"
     store.close()
     backend.open().close()
-    assert len(applied(backend)) == newest
+    assert len(applied(backend)) == len(SHIPPED(backend.name)) + 1  # nothing ran twice
 
 
 def test_each_migration_is_its_own_transaction(backend, monkeypatch):
@@ -88,7 +89,7 @@ def test_each_migration_is_its_own_transaction(backend, monkeypatch):
 
 def test_a_newer_database_is_refused_before_anything_is_written(backend):
     backend.open().close()
-    backend.record_migration(len(SHIPPED(backend.name)) + 5, "from_the_future")
+    backend.record_migration(migrations.latest(SHIPPED(backend.name)) + 5, "from_the_future")
     before = backend.snapshot()
     for read_only in (False, True):
         with pytest.raises(record.StoreError, match="newer than this reconciler"):
@@ -160,3 +161,43 @@ def test_every_dialect_ships_the_same_versions_under_the_same_names():
     for dialect in dialects:
         assert [(m.version, m.name) for m in migrations.load(dialect)] == reference, dialect
     assert migrations.available("sqlite") == migrations.load("sqlite")
+
+
+def test_a_reserved_version_may_be_missing_and_only_its_own_name_fills_it(tmp_path):
+    """Version 3 is another branch's (migrations.RESERVED): 1, 2, 4 load; a file 0003 must be
+    the reserved one; an unreserved gap is still refused."""
+    write(tmp_path / "a", "0001_a.sql", "0002_b.sql", "0004_d.sql")
+    loaded = migrations.load("a", tmp_path, reserved={3: "events"})
+    assert [m.version for m in loaded] == [1, 2, 4] and migrations.latest(loaded) == 4
+    with pytest.raises(record.StoreError, match="without gaps"):
+        migrations.load("a", tmp_path, reserved={})
+    write(tmp_path / "b", "0001_a.sql", "0002_b.sql", "0003_other.sql", "0004_d.sql")
+    with pytest.raises(record.StoreError, match="reserved for 'events'"):
+        migrations.load("b", tmp_path, reserved={3: "events"})
+    write(tmp_path / "c", "0001_a.sql", "0002_b.sql", "0003_events.sql", "0004_d.sql")
+    assert len(migrations.load("c", tmp_path, reserved={3: "events"})) == 4
+
+
+def test_a_reserved_migration_merged_later_is_applied_after_the_newer_ones(backend, monkeypatch):
+    """A database made while version 3 was reserved (1, 2 and 4 applied: main between the
+    merges of issue 13 and issue 14) gets the events table once 3 ships, and nothing else
+    runs again; the event log works on it."""
+    monkeypatch.setattr(
+        migrations,
+        "available",
+        lambda dialect: tuple(m for m in SHIPPED(dialect) if m.version != 3),
+    )
+    backend.open().close()
+    before = applied(backend)
+    assert 3 not in dict(before) and 4 in dict(before)
+
+    monkeypatch.undo()
+    store = backend.open()
+    try:
+        assert applied(backend) == sorted([*before, (3, "events")])
+        event = store.append_event(
+            record.Event(None, 1.0, EventKind.SOURCE_DOWN, Severity.ERROR, "git is down")
+        )
+        assert [e.id for e in store.events()] == [event.id]
+    finally:
+        store.close()

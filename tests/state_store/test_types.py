@@ -67,6 +67,15 @@ def test_store_error_is_a_permanent_error():
     assert issubclass(record.StoreError, errors.PermanentError)
 
 
+def test_fenced_is_a_store_error():
+    assert issubclass(record.Fenced, record.StoreError)
+
+
+def test_store_unavailable_is_a_temporary_error():
+    assert issubclass(record.StoreUnavailable, errors.TemporaryError)
+    assert not issubclass(record.StoreUnavailable, record.StoreError)
+
+
 def test_the_package_exports_types_protocols_and_the_error():
     expected = {
         "DeployedVersion", "RunRecord", "RolloutRecord", "StepRecord", "QuarantineRecord",
@@ -74,6 +83,8 @@ def test_the_package_exports_types_protocols_and_the_error():
         "EnvironmentStates", "EnvironmentFields", "Quarantines", "Meta", "StateStore",
         "StoreError", "ObservedVersion", "DriftMark", "ObservedState", "Event", "Events",
         "EventSink", "SilentSink",
+        "StoreUnavailable",
+        "Lease", "Replica", "Leases", "Fenced", "SyncRequests",
     }  # fmt: skip
     assert set(record.__all__) == expected
     assert all(hasattr(record, name) for name in expected)
@@ -87,14 +98,45 @@ def test_state_store_is_the_union_of_the_roles():
     )  # fmt: skip
     assert set(record.StateStore.__mro__) >= set(roles)
     methods = {n for role in roles for n in vars(role) if not n.startswith("_")}
+    from reconciler.record.postgresql import PostgresStateStore
     from reconciler.record.sqlite import SqliteStateStore
 
     assert methods <= set(dir(SqliteStateStore))
+    assert methods <= set(dir(PostgresStateStore))
 
 
 def test_importing_record_does_not_import_sqlite3():
     code = "import sys, reconciler.record; assert 'sqlite3' not in sys.modules, 'sqlite3'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_only_postgresql_users_load_psycopg():
+    code = (
+        "import sys, reconciler.record, reconciler.service.wiring, reconciler.cli;"
+        " assert 'psycopg' not in sys.modules, 'psycopg'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_only_record_postgresql_imports_psycopg():
+    importers = set()
+    for path in RECORD_DIR.parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(n.split(".")[0] in ("psycopg", "psycopg_pool") for n in names):
+                importers.add(path.relative_to(RECORD_DIR).as_posix())
+    assert importers == {
+        "postgresql/connection.py",
+        "postgresql/leases.py",
+        "postgresql/notifications.py",
+        "postgresql/store.py",
+    }
 
 
 def test_only_record_sqlite_imports_sqlite3():

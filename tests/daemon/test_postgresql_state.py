@@ -1,0 +1,52 @@
+"""The real daemon with its state in PostgreSQL (``state.url``): it converges the fleet, and
+when the database goes away it keeps running (a warning per interrupted reconcile, the API
+answers 503) and carries on by itself once the database is back."""
+
+from __future__ import annotations
+
+from reconciler.record.postgresql import PostgresStateStore
+from reconciler.settings import Settings
+from reconciler.testing.postgres import PostgresCluster
+from tests.daemon.conftest import wait_for
+
+V1 = {"web": {"shop": "1.0.0"}, "worker": {"jobs": "3.0.0"}}
+V2 = {"web": {"shop": "1.1.0"}, "worker": {"jobs": "3.0.0"}}
+
+
+def test_the_daemon_on_postgresql_converges_and_rides_out_an_outage(
+    setup, make_daemon, postgres_cluster
+):
+    cluster = PostgresCluster.start(postgres_cluster.bin_dir)  # its own: the test stops it
+    try:
+        url = cluster.create_database("daemon")
+        setup.commit_versions(V1, "initial")
+        daemon = make_daemon(state={"url": url, "connect_timeout": "2s"}).start()
+        wait_for(lambda: daemon.converged("1.0.0"), 120, "the initial convergence")
+        state_dir = Settings.load(daemon.config).state_dir
+        assert not (state_dir / "state.db").exists(), "no SQLite beside PostgreSQL"
+        with PostgresStateStore.open(url, read_only=True) as store:
+            assert {r.group for r in store.rollouts("prod")} == {"web", "worker"}
+
+        cluster.stop_server()
+        setup.commit_versions(V2, "bump during the outage")
+        daemon.post("/api/v1/sync", {"wait": False})
+        wait_for(
+            lambda: any(e.get("event") == "store_unavailable" for e in daemon.events()),
+            60,
+            "the reconcile to end on the unreachable store",
+        )
+        assert daemon.get("/healthz").status_code == 200, "the daemon is alive"
+        unavailable = daemon.get("/api/v1/status")
+        assert unavailable.status_code == 503 and unavailable.headers["retry-after"]
+        assert daemon.proc is not None and daemon.proc.poll() is None
+
+        cluster.start_server()
+        wait_for(lambda: daemon.get("/api/v1/status").status_code == 200, 60, "reads again")
+        daemon.post("/api/v1/sync", {"wait": True, "timeout": 180})
+        wait_for(lambda: daemon.converged("1.1.0"), 180, "convergence after the outage")
+        with PostgresStateStore.open(url, read_only=True) as store:
+            assert store.unfinished_rollouts() == []
+        assert daemon.stop() == 0
+        assert not any(e.get("event") == "reconcile_crashed" for e in daemon.events())
+    finally:
+        cluster.stop()

@@ -1,0 +1,119 @@
+"""The page behind the API's guard (in process, a fake daemon; no browser): the read-token
+rule covers every page and asset, and the pure renderers escape what comes from Git."""
+
+from __future__ import annotations
+
+import httpx
+
+from reconciler.report import server, web
+from reconciler.report.history import Rollout
+from reconciler.report.status import (
+    CommitView,
+    EnvironmentDetail,
+    GroupView,
+    HostApp,
+    SourceView,
+    StatusView,
+)
+from tests.daemon.test_api_limits import READ, _serve
+
+PAGES = ("/", "/history", "/source", "/environments/prod", "/static/web-1.js")
+
+
+def test_a_read_token_closes_the_page_too(tmp_path):
+    secrets = tmp_path / "secrets"
+    for served in _serve(tmp_path, server.Limits(), read_token_file=str(secrets / "read")):
+        with httpx.Client(base_url=served.url, timeout=10) as http:
+            for path in (*PAGES, "/rollouts/nope"):
+                assert http.get(path).status_code == 401, path
+            token = {"Authorization": f"Bearer {READ}"}
+            fleet = http.get("/", headers=token)
+            assert fleet.status_code == 200 and "<h1>Fleet</h1>" in fleet.text
+            assert "script-src 'self'" in fleet.headers["content-security-policy"]
+            assert http.get("/static/web-1.js", headers=token).status_code == 200
+            assert http.get("/rollouts/nope", headers=token).status_code == 404
+            assert http.get("/environments/nope", headers=token).status_code == 404
+
+
+def test_without_a_read_token_the_page_is_open_like_the_api(tmp_path):
+    for served in _serve(tmp_path, server.Limits()):
+        with httpx.Client(base_url=served.url, timeout=10) as http:
+            for path in ("/", "/history", "/source", "/static/web-1.css"):
+                assert http.get(path).status_code == 200, path
+
+
+HOSTILE = '<script>alert("x")</script>'
+
+
+def test_everything_from_git_is_escaped():
+    status = StatusView(
+        version="0",
+        daemon=None,
+        source=SourceView(
+            url="u",
+            branch="main",
+            up=True,
+            error="",
+            valid_commit="a" * 40,
+            commit=CommitView(sha="a" * 40, author=HOSTILE, subject=HOSTILE, committed_at=0),
+            rejected_commit="b" * 40,
+            problems=[f"environments/prod.yaml:3: {HOSTILE}"],
+            last_fetch_at=1.0,
+        ),
+        environments=[],
+        quarantines=[],
+    )
+    group = GroupView(
+        name="web",
+        apps={"shop": HOSTILE},
+        hosts=1,
+        drifted_hosts=1,
+        in_sync=False,
+        quarantined=False,
+        after=[],
+    )
+    environment = EnvironmentDetail(
+        name="prod",
+        suspended=True,
+        reconciling=False,
+        last_result="",
+        last_error=HOSTILE,
+        last_attempted_commit=None,
+        last_applied_commit=None,
+        updated_at=None,
+        groups=[group],
+        hosts=[
+            HostApp(
+                group="web",
+                host="h1",
+                app="shop",
+                desired=HOSTILE,
+                deployed=HOSTILE,
+                in_sync=False,
+                drift="pending",
+            )
+        ],
+    )
+    rollout = Rollout(
+        id="r1",
+        environment="prod",
+        group="web",
+        commit=None,
+        apps={"shop": HOSTILE},
+        state="rolled_back",
+        reason=HOSTILE,
+        started_at=0,
+        finished_at=1,
+        revert=HOSTILE,
+        steps=[],
+    )
+    pages = [
+        web.render_fleet(status, [environment], [rollout]),
+        web.render_rollout(rollout),
+        web.render_source(status),
+        web.render_history(status, [rollout], {"environment": "", "group": "", "result": ""}),
+    ]
+    for page in pages:
+        assert "<script>alert" not in page
+        assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
+    assert "suspended" in pages[0] and "environments/prod.yaml:3" in pages[0]
