@@ -135,7 +135,15 @@ def step_row(s: StepRecord) -> dict[str, Any]:
         "started_at": s.started_at,
         "finished_at": s.finished_at,
         "attempts": json_text(list(s.attempts)),
+        "bake_until": s.bake_until,
     }
+
+
+#: The columns ``journal_step`` rewrites on a step already journalled (its key stays).
+STEP_UPDATE = (
+    "hosts", "state", "host_results", "gate_results", "run_dir", "finished_at", "attempts",
+    "bake_until",
+)  # fmt: skip
 
 
 def observed_row(r: ObservedVersion) -> dict[str, Any]:
@@ -329,6 +337,7 @@ def step(r: Row) -> StepRecord:
         r["started_at"],
         r["finished_at"],
         tuple(_loads(r["attempts"])),
+        r["bake_until"],
     )
 
 

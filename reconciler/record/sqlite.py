@@ -363,10 +363,7 @@ class SqliteStateStore:
 
     def journal_step(self, step: StepRecord) -> None:
         key = ("rollout_id", "phase", "step_index")
-        update = (
-            "hosts", "state", "host_results", "gate_results", "run_dir", "finished_at", "attempts",
-        )  # fmt: skip
-        self._write("rollout_steps", [rows.step_row(step)], key, update)
+        self._write("rollout_steps", [rows.step_row(step)], key, rows.STEP_UPDATE)
 
     def steps(self, rollout_id: str) -> list[StepRecord]:
         sql = "SELECT * FROM rollout_steps WHERE rollout_id = ? ORDER BY started_at, rowid"

@@ -122,6 +122,7 @@ class StepRecord:
     started_at: float
     finished_at: float | None
     attempts: Sequence[Any] = ()  # one entry per playbook attempt (retries of unreachable)
+    bake_until: float | None = None  # when the bake after this step ends (None: no bake yet)
 
     def __post_init__(self) -> None:
         _coerce(self, "phase", Phase)

@@ -44,6 +44,7 @@ from reconciler.report.events import EventFeed
 from reconciler.report.history import Rollout, rollout_view
 from reconciler.report.metrics import CONTENT_TYPE, Metrics
 from reconciler.report.status import EnvironmentDetail, EnvironmentView, StatusView
+from reconciler.report.webhook_log import WebhookLog
 from reconciler.settings import Settings, read_secret
 
 log = structlog.get_logger(__name__)
@@ -64,6 +65,7 @@ class Control(Protocol):
     ready: threading.Event
     stopping: threading.Event
     metrics: Metrics
+    webhooks: WebhookLog
 
     @property
     def journal(self) -> Journal: ...
@@ -397,6 +399,9 @@ def create_app(control: Control, settings: Settings) -> FastAPI:
             provider, secrets[provider], headers, body, settings.source.branch
         )
         control.metrics.webhook(provider, delivery.result)
+        control.webhooks.record(
+            provider, headers, delivery.result, delivery.detail, delivery.commit
+        )
         log.info(
             "webhook",
             provider=provider,

@@ -14,7 +14,7 @@ Contract:
 * Everything from Git (versions, messages, authors, problems, gate details) is escaped: the
   Jinja2 environment autoescapes every template, and pages carry a Content-Security-Policy
   that allows scripts, styles and connections to this origin only.
-* Live updates are the script's job (``static/web-1.js``): it watches the JSON API named in
+* Live updates are the script's job (``static/web-2.js``): it watches the JSON API named in
   ``data-watch`` (the events stream when the app has one, ``EVENTS_STREAM``, else polling)
   and, when an answer changes, fetches the page again and swaps its ``<main>``. One renderer:
   the server's templates.
@@ -44,7 +44,7 @@ __all__ = ["ASSETS", "EVENTS_STREAM", "install", "render_fleet", "render_rollout
 EVENTS_STREAM = "/api/v1/events/stream"
 # Vendored assets, versioned by name: a change is a new name, so caches never serve stale code.
 ASSETS = {
-    "web-1.js": "text/javascript",
+    "web-2.js": "text/javascript",
     "web-1.css": "text/css",
     "favicon-1.svg": "image/svg+xml",
 }

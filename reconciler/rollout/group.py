@@ -49,7 +49,7 @@ from reconciler.edges.gates import GateResult, GateTarget
 from reconciler.plan import policy
 from reconciler.plan.canary import GroupPlan, Step
 from reconciler.plan.outcomes import GroupOutcome, RevertOutcome
-from reconciler.record import QuarantineRecord, RolloutRecord
+from reconciler.record import QuarantineRecord, RolloutRecord, StepRecord
 from reconciler.rollout import announcements, reverts
 from reconciler.rollout.playbooks import Deployment
 from reconciler.rollout.ports import Adapters, StopRequest
@@ -208,6 +208,7 @@ class GroupRollout:
         bake = self.group.rollout.bake_s
         if failure is None and bake > 0 and hosts and self.group.health:
             log.info("bake", step=step.index, seconds=bake)
+            self._journal_bake(step, self.a.clock() + bake)
             self.a.reporter.bake_started(self.environment.name, self.group.name, step, bake)
             if self.cancel.wait(bake):
                 self._check_stop()
@@ -217,6 +218,22 @@ class GroupRollout:
             if failure is not None:
                 failure = f"after the bake: {failure}"
         return None if failure is None else f"step {step.index}: {failure}"
+
+    def _journalled(self, phase: Phase, step: Step) -> StepRecord | None:
+        return next(
+            (
+                s
+                for s in self.a.store.steps(self.rollout_id)
+                if s.phase == phase and s.index == step.index
+            ),
+            None,
+        )
+
+    def _journal_bake(self, step: Step, until: float) -> None:
+        """The bake's end on the deploy step's record (the web page counts down to it)."""
+        journalled = self._journalled(Phase.DEPLOY, step)
+        if journalled is not None:
+            self.a.store.journal_step(dataclasses.replace(journalled, bake_until=until))
 
     # ------------------------------------------------------------------ endings
     def _finish(
@@ -299,14 +316,7 @@ class GroupRollout:
             group=self.group.name,
             cancel=self.cancel,
         )
-        journalled = next(
-            (
-                s
-                for s in self.a.store.steps(self.rollout_id)
-                if s.phase == phase and s.index == step.index
-            ),
-            None,
-        )
+        journalled = self._journalled(phase, step)
         if journalled is not None:
             rows = [{**r.as_dict(), "checkpoint": str(checkpoint)} for r in results]
             self.a.store.journal_step(

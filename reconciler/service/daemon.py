@@ -66,6 +66,7 @@ from reconciler.report import status as read_model
 from reconciler.report.delivery import Count, EventWorker
 from reconciler.report.events import EventLog
 from reconciler.report.metrics import Metrics
+from reconciler.report.webhook_log import WebhookLog
 from reconciler.rollout.ports import StopRequest
 from reconciler.rollout.reconciler import Reconciler
 from reconciler.service import discovery, resources, systemd_notify
@@ -120,6 +121,7 @@ class Daemon:
         self.store: StateStore = reconciler.store
         self.journal = self.store
         self.metrics = Metrics(self.status)
+        self.webhooks = WebhookLog()
         self.events = events or EventLog(self.store)
         self.consumers = list(consumers)
         reconciler.adapters = dataclasses.replace(
@@ -261,6 +263,7 @@ class Daemon:
             running=self.running(),
             source_failures=self._failures,
             source_retry_in=max(0.0, round(self._backoff_until - time.monotonic(), 1)),
+            webhooks=self.webhooks.views(),
         )
 
     def running(self) -> dict[str, str]:

@@ -24,7 +24,7 @@ FIELDS = {
     ),
     record.StepRecord: (
         "rollout_id phase index percent hosts state host_results gate_results run_dir "
-        "started_at finished_at attempts"
+        "started_at finished_at attempts bake_until"
     ),
     record.QuarantineRecord: (
         "environment group fingerprint commit rollout_id reason revert created_at"

@@ -1,6 +1,7 @@
-/* reconciler web page, script version 1 (vendored with the package; plain JS, no build step).
+/* reconciler web page, script version 2 (vendored with the package; plain JS, no build step).
  *
- * - Times: every <time datetime> is shown relative and absolute, in the viewer's zone.
+ * - Times: every <time datetime> is shown relative and absolute, in the viewer's zone; a
+ *   <time data-countdown> (a bake's end) is refreshed every second.
  * - Live: the page names the JSON API it shows in <body data-watch="...">. When the daemon
  *   serves an events stream (<body data-events="...">), each event triggers a check; without
  *   one, or when the stream fails, the script polls. When an answer changed, the page itself
@@ -39,8 +40,8 @@
     return "";
   }
 
-  function times(root) {
-    var nodes = root.querySelectorAll("time[datetime]");
+  function times(root, selector) {
+    var nodes = root.querySelectorAll(selector || "time[datetime]");
     for (var i = 0; i < nodes.length; i++) {
       var node = nodes[i];
       var date = new Date(node.getAttribute("datetime"));
@@ -132,6 +133,8 @@
 
   times(document);
   window.setInterval(function () { times(document); }, 15000);
+  // A bake's end counts down every second.
+  window.setInterval(function () { times(document, "time[data-countdown]"); }, 1000);
   if (!watch.length) { body.setAttribute("data-live", "ready"); return; }
   if (eventsUrl && window.EventSource) { stream(); } else { poll(); }
   document.addEventListener("visibilitychange", function () { if (!document.hidden) { check(); } });
