@@ -20,18 +20,18 @@ in their own threads; the producers only append to the log). Registered as ``not
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bench import rollback_latency
 from bench.common import git
 from bench.registry import Context, Row, register
 from bench.rollback_latency import ENV
 from reconciler.service import wiring
 from reconciler.settings import Settings
-from reconciler.testing.fleet import LocalFleet, free_port, write_inventory
+from reconciler.testing.fleet import free_port
 from reconciler.testing.receiver import Receiver
 
 MODES = ("none", "up", "down", "slow")
@@ -59,22 +59,7 @@ def _consumers(base: Path, url: str | None) -> dict[str, Any]:
 
 def once(base: Path, mode: str) -> float:
     """Seconds of the reconcile that rolls a bad version back and pushes the revert."""
-    fleet = LocalFleet(base / "fleet").create()
-    os.environ.update(fleet.environ())
-    bare, work = base / "remote.git", base / "work"
-    git(base, "init", "-q", "--bare", "--initial-branch=main", str(bare))
-    git(base, "init", "-q", "--initial-branch=main", str(work))
-    hosts = [f"web-{i}" for i in range(1, 5)]
-    write_inventory(
-        work / "inventories" / "prod.yml", {"web": hosts}, {h: {"shop": free_port()} for h in hosts}
-    )
-    fleet.build("shop", "1.0.0")
-    fleet.build("shop", "1.1.0", "unhealthy")
-    (work / "environments").mkdir()
-    (work / "environments" / "prod.yaml").write_text(ENV.format(version="1.0.0"))
-    git(work, "add", "-A")
-    git(work, "commit", "-qm", "initial")
-    git(work, "push", "-q", str(bare), "HEAD:main")
+    fleet, bare, work = rollback_latency.seed(base, ENV)
     receiver = Receiver(delay=SLOW_S if mode == "slow" else 0.0) if mode in ("up", "slow") else None
     url = {"none": None, "down": f"http://127.0.0.1:{free_port()}"}.get(mode)
     url = receiver.url if receiver is not None else url
