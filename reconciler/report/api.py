@@ -413,5 +413,6 @@ def create_app(control: Control, settings: Settings) -> FastAPI:
             control.request_sync(reason=f"webhook:{provider}")
         return JSONResponse({"result": delivery.result, "detail": delivery.detail}, delivery.status)
 
-    web.install(app, control)  # the read-only page, behind the same guard
+    # the read-only page, behind the same guard; several replicas: each streams its own events
+    web.install(app, control, backup_poll_ms=10_000 if settings.state.postgresql else None)
     return app

@@ -145,3 +145,19 @@ def test_a_baking_step_counts_down_to_its_bake_end_and_then_says_when_it_ended()
     )  # fmt: skip
     unbaked = web.render_rollout(rollout("succeeded", []).model_copy(update={"steps": [plain]}))
     assert "Bake" not in unbaked and "baking" not in unbaked
+
+
+def test_the_page_follows_the_events_stream_and_with_replicas_polls_as_well():
+    status = StatusView(
+        version="0", daemon=None, environments=[], quarantines=[],
+        source=SourceView(
+            url="u", branch="main", up=True, error="", valid_commit=None, rejected_commit=None,
+            problems=[], last_fetch_at=None,
+        ),
+    )  # fmt: skip
+    alone = web.render_source(status, events=web.Live(web.EVENTS_STREAM))
+    assert f'data-events="{web.EVENTS_STREAM}"' in alone and "data-backup-poll" not in alone
+    assert "rollout_rolled_back" in alone, "the stream's event names are listed for the script"
+    shared = web.render_source(status, events=web.Live(web.EVENTS_STREAM, 10_000))
+    assert 'data-backup-poll="10000"' in shared
+    assert "data-events" not in web.render_source(status), "no stream: the script polls"

@@ -4,7 +4,8 @@
  *   <time data-countdown> (a bake's end) is refreshed every second.
  * - Live: the page names the JSON API it shows in <body data-watch="...">. When the daemon
  *   serves an events stream (<body data-events="...">), each event triggers a check; without
- *   one, or when the stream fails, the script polls. When an answer changed, the page itself
+ *   one, or when the stream fails, the script polls. With several replicas it also polls
+ *   every data-backup-poll ms (a replica's stream carries only the events it emits). When an answer changed, the page itself
  *   is fetched again and its <main> swapped in place (one renderer: the server's templates).
  *   Requests go to this origin only.
  */
@@ -15,6 +16,7 @@
   var watch = (body.getAttribute("data-watch") || "").split(" ").filter(Boolean);
   var eventsUrl = body.getAttribute("data-events");
   var kinds = (body.getAttribute("data-event-kinds") || "").split(" ").filter(Boolean);
+  var backupPoll = parseInt(body.getAttribute("data-backup-poll") || "0", 10);
   var live = document.getElementById("live");
   var last = null;
   var busy = false;
@@ -129,6 +131,9 @@
     // Each event is named by its kind (event: rollout_started ...); the page lists them all.
     kinds.forEach(function (name) { source.addEventListener(name, check); });
     source.addEventListener("end", function () { source.close(); poll(); });  // daemon stops
+    if (backupPoll > 0) {  // several replicas: this one's stream has only its own events
+      window.setInterval(function () { if (!document.hidden) { check(); } }, backupPoll);
+    }
   }
 
   times(document);
