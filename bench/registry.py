@@ -23,6 +23,7 @@ MODULES: tuple[str, ...] = (
     "bench.daemon",
     "bench.ssh_rollout",
     "bench.parallel_groups",
+    "bench.notify_delay",
     "bench.web_page",
     "bench.store",
 )

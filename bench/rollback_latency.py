@@ -69,23 +69,33 @@ class GateClock(SilentReporter):
             self.failed_at = time.monotonic()
 
 
-def once(base: Path) -> tuple[float, int]:
+HOSTS = [f"web-{i}" for i in range(1, 5)]
+
+
+def seed(base: Path, env: str = ENV) -> tuple[LocalFleet, Path, Path]:
+    """A local fleet of 4 web hosts with shop 1.0.0 (healthy) and 1.1.0 (unhealthy) built,
+    a bare remote whose main puts prod on 1.0.0 (``env``: the environment file, ``{version}``
+    left open) and its work tree: ``(fleet, bare, work)``."""
     fleet = LocalFleet(base / "fleet").create()
     os.environ.update(fleet.environ())
     bare, work = base / "remote.git", base / "work"
     git(base, "init", "-q", "--bare", "--initial-branch=main", str(bare))
     git(base, "init", "-q", "--initial-branch=main", str(work))
-    hosts = [f"web-{i}" for i in range(1, 5)]
     write_inventory(
-        work / "inventories" / "prod.yml", {"web": hosts}, {h: {"shop": free_port()} for h in hosts}
+        work / "inventories" / "prod.yml", {"web": HOSTS}, {h: {"shop": free_port()} for h in HOSTS}
     )
     fleet.build("shop", "1.0.0")
     fleet.build("shop", "1.1.0", "unhealthy")
     (work / "environments").mkdir()
-    (work / "environments" / "prod.yaml").write_text(ENV.format(version="1.0.0"))
+    (work / "environments" / "prod.yaml").write_text(env.format(version="1.0.0"))
     git(work, "add", "-A")
     git(work, "commit", "-qm", "initial")
     git(work, "push", "-q", str(bare), "HEAD:main")
+    return fleet, bare, work
+
+
+def once(base: Path) -> tuple[float, int]:
+    fleet, bare, work = seed(base)
     settings = Settings(state_dir=base / "state", source={"url": str(bare)})
     reconciler = wiring.build(settings)
     try:
@@ -110,7 +120,7 @@ def once(base: Path) -> tuple[float, int]:
         watcher.start()
         reconciler.reconcile_once()
         watcher.join(timeout=60)
-        radius = sum((fleet.app_root(h, "shop") / "releases" / "1.1.0").exists() for h in hosts)
+        radius = sum((fleet.app_root(h, "shop") / "releases" / "1.1.0").exists() for h in HOSTS)
         assert clock.failed_at is not None and seen, "no gate failure or no revert commit"
         return seen[0] - clock.failed_at, radius
     finally:

@@ -11,13 +11,21 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from ruamel.yaml import YAML
 
+from reconciler.states import EventKind, Severity
 from reconciler.support.durations import Duration
 
 VaultId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$")]
@@ -207,6 +215,87 @@ class LimitsSettings(_Section):
     )
 
 
+class EventsSettings(_Section):
+    """The event log (``GET /api/v1/events``, its stream, ``reconciler events``)."""
+
+    keep: int = Field(
+        default=100_000, ge=0, description="Newest events kept (0: no limit by count)."
+    )
+    max_age: Duration = Field(
+        default=90 * 86400.0, description="Older events are deleted (0: no limit by age)."
+    )
+    heartbeat: Duration = Field(
+        default=15.0, gt=0, le=300, description="A comment line on idle event streams this often."
+    )
+    max_streams: int = Field(
+        default=32, ge=1, le=1000, description="Event streams served at once; beyond: 503."
+    )
+
+
+class NotificationRoute(_Section):
+    """Where some events go: apprise URLs, read from a secret file, and what to send there."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="Metric label.")
+    urls_file: Path = Field(
+        description="File of apprise URLs, one per line (# comments); a secret, never logged."
+    )
+    environments: list[str] = Field(default_factory=list, description="Only these (empty: all).")
+    groups: list[str] = Field(default_factory=list, description="Only these (empty: all).")
+    kinds: list[EventKind] = Field(default_factory=list, description="Only these (empty: all).")
+    min_severity: Severity = Field(default=Severity.INFO, description="info, warning or error.")
+
+
+class NotificationSettings(_Section):
+    routes: list[NotificationRoute] = Field(default_factory=list, description="No route: none.")
+    attempts: int = Field(default=5, ge=1, le=20, description="Tries of one delivery in all.")
+    backoff: Duration = Field(default=2.0, description="First wait before a retry (doubling).")
+    max_backoff: Duration = Field(default=120.0, description="Longest wait between retries.")
+    catch_up: Duration = Field(
+        default=3600.0,
+        description="At start, undelivered events younger than this are still sent; older ones "
+        "are skipped (never resent: the last delivered event is kept per route).",
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> NotificationSettings:
+        names = [r.name for r in self.routes]
+        if len(names) != len(set(names)):
+            raise ValueError("notification route names must be unique")
+        return self
+
+
+class CommitStatusSettings(_Section):
+    """Deploy status on the desired-state commit at the Git host (``null`` provider: off)."""
+
+    provider: Literal["github", "gitlab", "gitea"] | None = Field(
+        default=None, description="github, gitlab or gitea; null: no commit statuses."
+    )
+    api_url: str | None = Field(
+        default=None,
+        description="API base (default: https://api.github.com, https://gitlab.com/api/v4; "
+        "Gitea: required, e.g. https://gitea.example.com/api/v1).",
+    )
+    token_file: Path | None = Field(default=None, description="File holding the API token.")
+    repository: str = Field(
+        default="", description="owner/name (GitLab: the project's id or path)."
+    )
+    target_url: str | None = Field(
+        default=None,
+        description="Link of the status; {environment}, {rollout_id} and {commit} replaced.",
+    )
+    timeout: Duration = Field(default=10.0, gt=0, le=120, description="One API request.")
+    attempts: int = Field(default=5, ge=1, le=20, description="Tries of one status in all.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> CommitStatusSettings:
+        if self.provider is not None:
+            if self.token_file is None or not self.repository:
+                raise ValueError("commit_status needs token_file and repository")
+            if self.provider == "gitea" and not self.api_url:
+                raise ValueError("commit_status.api_url is required for gitea")
+        return self
+
+
 #: libpq URL parameters that carry a secret: never in ``state.url``.
 _SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
 
@@ -303,6 +392,9 @@ class Settings(BaseSettings):
     daemon: DaemonSettings = DaemonSettings()
     observation: ObservationSettings = ObservationSettings()
     limits: LimitsSettings = LimitsSettings()
+    events: EventsSettings = EventsSettings()
+    notifications: NotificationSettings = NotificationSettings()
+    commit_status: CommitStatusSettings = CommitStatusSettings()
 
     @classmethod
     def settings_customise_sources(

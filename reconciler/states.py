@@ -14,6 +14,7 @@ __all__ = [
     "ChangeKind",
     "DriftClass",
     "EnvironmentResult",
+    "EventKind",
     "GateCheckpoint",
     "GateVerdict",
     "GroupState",
@@ -24,6 +25,7 @@ __all__ = [
     "RolloutState",
     "RolloutTrigger",
     "RunOutcome",
+    "Severity",
     "StepState",
     "StopReason",
     "WebhookResult",
@@ -220,3 +222,51 @@ class WebhookResult(StrEnum):
     INVALID = "invalid"
     DISABLED = "disabled"
     TOO_LARGE = "too_large"
+
+
+class Severity(StrEnum):
+    """How much an event matters (notification routes filter on a minimum)."""
+
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+    def at_least(self, minimum: Severity) -> bool:
+        return self.rank >= minimum.rank
+
+
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.ERROR: 2}
+
+
+class EventKind(StrEnum):
+    """What an event of the event log tells. The values are a public contract (the API, the
+    SSE ``event:`` field, notification routes, stored rows): never renamed, only added to."""
+
+    COMMIT_ACCEPTED = "commit_accepted"  # a new valid commit is in force
+    COMMIT_REJECTED = "commit_rejected"  # the newest commit is invalid (file:line problems)
+    ROLLOUT_STARTED = "rollout_started"
+    STEP_FINISHED = "step_finished"  # a deploy or rollback step's playbook run ended
+    GATE_FAILED = "gate_failed"
+    ROLLOUT_SUCCEEDED = "rollout_succeeded"
+    ROLLOUT_DEGRADED = "rollout_degraded"  # through every step, failures tolerated
+    ROLLOUT_ROLLED_BACK = "rollout_rolled_back"
+    ROLLOUT_FAILED = "rollout_failed"  # the rollback itself failed, a self-heal failed, a bug
+    ROLLOUT_SUPERSEDED = "rollout_superseded"
+    ROLLOUT_INTERRUPTED = "rollout_interrupted"  # a daemon shutdown
+    ROLLOUT_RESUMED = "rollout_resumed"  # an unfinished rollout found at start
+    REVERT_PUSHED = "revert_pushed"
+    REVERT_AWAITING_HUMAN = "revert_awaiting_human"  # push disabled, nothing to push to
+    REVERT_PUSH_FAILED = "revert_push_failed"  # a conflict, or the remote refused
+    ENVIRONMENT_SYNCED = "environment_synced"  # in sync at a commit it was not in sync at
+    DRIFT_DETECTED = "drift_detected"  # hosts run another version than reconciler deployed
+    DRIFT_HEALED = "drift_healed"  # a self-heal put them back
+    SOURCE_DOWN = "source_down"
+    SOURCE_UP = "source_up"
+    ENVIRONMENT_SUSPENDED = "environment_suspended"
+    ENVIRONMENT_RESUMED = "environment_resumed"
+    QUARANTINE_SET = "quarantine_set"
+    QUARANTINE_LIFTED = "quarantine_lifted"

@@ -41,7 +41,7 @@ from reconciler.report.progress import ProgressReporter
 from reconciler.report.status import HostApp
 from reconciler.report.terminal import Output
 from reconciler.service.leadership import AlreadyRunning, StateDirLock
-from reconciler.states import DriftClass, EnvironmentResult, RolloutState
+from reconciler.states import DriftClass, EnvironmentResult, EventKind, RolloutState
 from reconciler.support import logs
 from reconciler.support.text import safe
 
@@ -200,7 +200,15 @@ def _set_suspended(environment: str, suspended: bool, config: Path | None) -> No
     if client is not None:
         daemon_call(lambda: client.set_suspended(environment, suspended))
     else:
-        wiring.open_store(loaded).update_environment(environment, time.time(), suspended=suspended)
+        store = wiring.open_store(loaded)
+        was = store.environment_status(environment).suspended
+        store.update_environment(environment, time.time(), suspended=suspended)
+        if was != suspended:
+            wiring.event_log(loaded, store).emit(
+                EventKind.ENVIRONMENT_SUSPENDED if suspended else EventKind.ENVIRONMENT_RESUMED,
+                summary=f"{environment}: {'suspended' if suspended else 'resumed'} (CLI)",
+                environment=environment,
+            )
     console.print(f"{environment}: {'suspended' if suspended else 'resumed'}")
 
 
@@ -223,16 +231,13 @@ def run(config: ConfigOption = None) -> None:
     Stops on SIGTERM/SIGINT after running playbook steps finish (daemon.shutdown_grace).
     """
     from reconciler.service import wiring  # the adapters: when needed
-    from reconciler.service.daemon import Daemon
 
     configured = settings(config)
     logs.configure(configured.daemon.log_level, configured.daemon.log_format)
     loaded = source_settings(config)  # after: its warnings are logged in the daemon's format
     try:
         stopping = threading.Event()  # also ends the Git write-back's retry waits
-        reconciler = wiring.build(loaded, stopping=stopping)
-        replicas = wiring.replication(loaded, reconciler.store)
-        daemon = Daemon(loaded, reconciler, stopping=stopping, replication=replicas)
+        daemon = wiring.daemon(loaded, stopping=stopping)
         code = daemon.run(serve=wiring.serve(loaded))
     except AlreadyRunning as exc:
         fail(str(exc), 2)

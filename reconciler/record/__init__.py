@@ -13,12 +13,15 @@ schema from ``record.migrations`` and passes the contract suite in ``tests/state
   ``TemporaryError``: a server store cannot be reached now); ``Leases`` (PostgreSQL only:
   environments leased to replicas) and ``Fenced``, the write it refuses.
 * ``record.migrations``: the versioned-migration runner shared by the backends.
+* ``record.events``: ``EventSink``, what the stages emit events through, and ``SilentSink``.
 """
 
+from reconciler.record.events import EventSink, SilentSink
 from reconciler.record.protocols import (
     DeployedVersions,
     EnvironmentFields,
     EnvironmentStates,
+    Events,
     Fenced,
     Leases,
     Meta,
@@ -35,6 +38,7 @@ from reconciler.record.types import (
     DeployedVersion,
     DriftMark,
     EnvironmentStatus,
+    Event,
     Lease,
     ObservedVersion,
     QuarantineRecord,
@@ -51,6 +55,9 @@ __all__ = [
     "EnvironmentFields",
     "EnvironmentStates",
     "EnvironmentStatus",
+    "Event",
+    "EventSink",
+    "Events",
     "Fenced",
     "Lease",
     "Leases",
@@ -64,6 +71,7 @@ __all__ = [
     "RolloutRecord",
     "RunJournal",
     "RunRecord",
+    "SilentSink",
     "StateStore",
     "StepRecord",
     "StoreError",

@@ -13,9 +13,9 @@ Contract, for every backend (checked by the contract suite in ``tests/state_stor
 * Timestamps come from the caller; the store has no clock (except ``applied_at`` of a schema
   migration).
 * Orders are part of the contract: newest first for ``runs``/``rollouts`` (ties: last written
-  first), oldest first for ``unfinished_*`` and ``steps`` (ties: first written first), and
-  by key for ``deployed`` (host, app), ``environment_statuses`` (environment) and
-  ``quarantines`` (environment, group).
+  first) and ``events`` (by id; oldest first when asked), oldest first for ``unfinished_*``
+  and ``steps`` (ties: first written first), and by key for ``deployed`` (host, app),
+  ``environment_statuses`` (environment) and ``quarantines`` (environment, group).
 * A store opened read-only raises ``StoreError`` on every write and changes nothing.
 
 Code depends on the narrowest role it needs (``RolloutJournal``, ``Meta``...); only the
@@ -25,7 +25,7 @@ wiring knows a concrete backend.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol, TypedDict, Unpack
 
 from reconciler.errors import PermanentError, TemporaryError
@@ -33,6 +33,7 @@ from reconciler.record.types import (
     DeployedVersion,
     DriftMark,
     EnvironmentStatus,
+    Event,
     Lease,
     ObservedVersion,
     QuarantineRecord,
@@ -41,12 +42,13 @@ from reconciler.record.types import (
     RunRecord,
     StepRecord,
 )
-from reconciler.states import EnvironmentResult, RolloutState
+from reconciler.states import EnvironmentResult, EventKind, RolloutState, Severity
 
 __all__ = [
     "DeployedVersions",
     "EnvironmentFields",
     "EnvironmentStates",
+    "Events",
     "Fenced",
     "Leases",
     "Meta",
@@ -244,6 +246,43 @@ class ObservedState(Protocol):
         ...
 
 
+class Events(Protocol):
+    """The event log: what happened, appended by the event sink, read by the API and the CLI."""
+
+    def append_event(self, event: Event) -> Event:
+        """Store ``event`` (its ``id`` is ignored) and return it with the id the store gave:
+        greater than the id of every event appended before, never reused (not even after
+        pruning)."""
+        ...
+
+    def events(
+        self,
+        *,
+        environment: str | None = None,
+        group: str | None = None,
+        kinds: Collection[EventKind] | None = None,
+        severities: Collection[Severity] | None = None,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int = 100,
+        oldest_first: bool = False,
+    ) -> list[Event]:
+        """Events with ``after < id < before`` matching every filter given (an empty
+        collection matches nothing), newest first (``oldest_first``: by ascending id), at
+        most ``limit``."""
+        ...
+
+    def newest_event_id(self) -> int:
+        """The id of the newest stored event; 0 when there is none."""
+        ...
+
+    def prune_events(self, *, keep: int | None = None, older_than: float | None = None) -> int:
+        """Delete the events beyond the newest ``keep`` and those with ``at`` before
+        ``older_than`` (None: no such bound); returns how many went. Costs what it deletes
+        (plus an index lookup), not the size of the log."""
+        ...
+
+
 class Meta(Protocol):
     """Small key/value facts (last valid commit, source errors, last fetch)."""
 
@@ -315,6 +354,7 @@ class StateStore(
     EnvironmentStates,
     Quarantines,
     ObservedState,
+    Events,
     Meta,
     Protocol,
 ):

@@ -8,7 +8,9 @@ Contract:
   JSON text is decoded (an already decoded value, as a ``jsonb`` column gives, is kept), the
   ``''`` the first release stored for "never reconciled" becomes ``None``.
 * ``insert_sql`` writes the ``INSERT`` (or upsert: ``ON CONFLICT ... DO UPDATE``, the same
-  in SQLite and PostgreSQL) of such a row, with the driver's placeholder.
+  in SQLite and PostgreSQL) of such a row, with the driver's placeholder; ``events_sql`` the
+  filtered, paged ``SELECT`` of the event log and ``prune_*_sql`` its bounded deletes (both
+  dialects: they use the primary key and ``LIMIT``/``OFFSET`` only).
 * Anything that does not convert raises ``ValueError`` (an unknown state, broken JSON, a
   non-terminal state given to a ``finish_*`` method, an unknown environment field); backends
   raise it as is for arguments and turn it into ``StoreError`` for stored rows.
@@ -19,7 +21,7 @@ Pure: no driver, no I/O.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from reconciler.record.protocols import EnvironmentFields
@@ -27,6 +29,7 @@ from reconciler.record.types import (
     DeployedVersion,
     DriftMark,
     EnvironmentStatus,
+    Event,
     ObservedVersion,
     QuarantineRecord,
     RolloutRecord,
@@ -35,10 +38,12 @@ from reconciler.record.types import (
 )
 from reconciler.states import (
     EnvironmentResult,
+    EventKind,
     ObservationStatus,
     Phase,
     RolloutState,
     RolloutTrigger,
+    Severity,
     StepState,
 )
 
@@ -130,7 +135,15 @@ def step_row(s: StepRecord) -> dict[str, Any]:
         "started_at": s.started_at,
         "finished_at": s.finished_at,
         "attempts": json_text(list(s.attempts)),
+        "bake_until": s.bake_until,
     }
+
+
+#: The columns ``journal_step`` rewrites on a step already journalled (its key stays).
+STEP_UPDATE = (
+    "hosts", "state", "host_results", "gate_results", "run_dir", "finished_at", "attempts",
+    "bake_until",
+)  # fmt: skip
 
 
 def observed_row(r: ObservedVersion) -> dict[str, Any]:
@@ -167,6 +180,75 @@ def quarantine_row(r: QuarantineRecord) -> dict[str, Any]:
         "revert": r.revert,
         "created_at": r.created_at,
     }
+
+
+def event_row(e: Event) -> dict[str, Any]:
+    """The row of a new event (no ``id``: the store gives it)."""
+    return {
+        "at": e.at,
+        "kind": EventKind(e.kind).value,
+        "severity": Severity(e.severity).value,
+        "environment": e.environment,
+        "grp": e.group,
+        "rollout_id": e.rollout_id,
+        "commit_sha": e.commit,
+        "summary": e.summary,
+        "details": json_text(dict(e.details)),
+    }
+
+
+def events_sql(
+    *,
+    environment: str | None = None,
+    group: str | None = None,
+    kinds: Collection[EventKind] | None = None,
+    severities: Collection[Severity] | None = None,
+    after: int | None = None,
+    before: int | None = None,
+    limit: int = 100,
+    oldest_first: bool = False,
+    mark: str = "?",
+) -> tuple[str, list[Any]]:
+    """The ``SELECT`` of ``Events.events`` and its parameters (values never enter the text)."""
+    where: list[str] = []
+    params: list[Any] = []
+
+    def among(column: str, values: Collection[str]) -> None:
+        where.append(f"{column} IN ({', '.join([mark] * len(values))})" if values else "1 = 0")
+        params.extend(values)
+
+    for column, value in (("environment", environment), ("grp", group)):
+        if value is not None:
+            where.append(f"{column} = {mark}")
+            params.append(value)
+    if kinds is not None:
+        among("kind", sorted(EventKind(k).value for k in kinds))
+    if severities is not None:
+        among("severity", sorted(Severity(s).value for s in severities))
+    if after is not None:
+        where.append(f"id > {mark}")
+        params.append(int(after))
+    if before is not None:
+        where.append(f"id < {mark}")
+        params.append(int(before))
+    clause = f"WHERE {' AND '.join(where)} " if where else ""
+    order = "ASC" if oldest_first else "DESC"
+    params.append(max(0, int(limit)))
+    return f"SELECT * FROM events {clause}ORDER BY id {order} LIMIT {mark}", params  # noqa: S608
+
+
+def prune_count_sql(mark: str = "?") -> str:
+    """Delete the events whose id is not among the newest ``keep`` ids (one parameter:
+    ``keep``): at most ``keep`` stay, found through the primary key, not by counting rows."""
+    return f"DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - {mark}"  # noqa: S608
+
+
+def prune_age_sql(mark: str = "?") -> str:
+    """Delete the events before the first one at or after a time (one parameter: the time).
+    Ids grow with time, so the oldest rows are walked once, in id order, and deleted."""
+    first = f"SELECT id FROM events WHERE at >= {mark} ORDER BY id LIMIT 1"  # noqa: S608
+    bound = f"COALESCE(({first}), (SELECT MAX(id) + 1 FROM events), 0)"  # noqa: S608
+    return f"DELETE FROM events WHERE id < {bound}"  # noqa: S608
 
 
 def environment_values(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -255,6 +337,7 @@ def step(r: Row) -> StepRecord:
         r["started_at"],
         r["finished_at"],
         tuple(_loads(r["attempts"])),
+        r["bake_until"],
     )
 
 
@@ -298,4 +381,19 @@ def observed(r: Row) -> ObservedVersion:
 def drift(r: Row) -> DriftMark:
     return DriftMark(
         r["environment"], r["host"], r["app"], r["since"], r["healed_at"], bool(r["flapping"])
+    )
+
+
+def event(r: Row) -> Event:
+    return Event(
+        int(r["id"]),
+        r["at"],
+        EventKind(r["kind"]),
+        Severity(r["severity"]),
+        r["summary"],
+        r["environment"],
+        r["grp"],
+        r["rollout_id"],
+        r["commit_sha"],
+        _loads(r["details"]),
     )

@@ -20,18 +20,18 @@ Contract (beyond ``record.protocols``):
   transaction (30 s ``timeout`` on other processes' locks); ``sqlite3`` errors come out as
   ``StoreError``; rows are converted explicitly (``record.rows``), states to their enums.
 
-Size: over 400 lines: one short method per store Protocol method (about 40 of them); the row
-conversions live in ``record.rows`` and the schema in ``record.migrations``.
+Size: over 400 lines: one short method per store Protocol method (about 45 of them); the row
+conversions and the event log's queries live in ``record.rows``, the schema in
+``record.migrations``.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
+import dataclasses
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, Unpack
@@ -42,13 +42,15 @@ from reconciler.record.types import (
     DeployedVersion,
     DriftMark,
     EnvironmentStatus,
+    Event,
     ObservedVersion,
     QuarantineRecord,
     RolloutRecord,
     RunRecord,
     StepRecord,
 )
-from reconciler.states import EnvironmentResult, RolloutState, StepState
+from reconciler.states import EnvironmentResult, EventKind, RolloutState, Severity, StepState
+from reconciler.support import files
 
 if TYPE_CHECKING:
     from reconciler.record.protocols import StateStore
@@ -103,20 +105,7 @@ def _statements(script: str) -> list[str]:
 
 def _create_private(path: Path) -> None:
     """Create the missing directories 0700 and the file 0600, whatever the umask."""
-    for directory in reversed([p for p in (path.parent, *path.parent.parents) if not p.exists()]):
-        try:
-            directory.mkdir(mode=0o700)
-        except FileExistsError:
-            continue
-        directory.chmod(0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    try:
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+    files.private_file(files.private_dir(path.parent) / path.name)
 
 
 class _Schema:
@@ -164,20 +153,12 @@ class _Schema:
         self._db.execute(f"PRAGMA user_version = {version}")
 
 
-@contextmanager
-def _opening(path: Path) -> Iterator[None]:
-    """Serialise read-write opens of one database across threads and processes.
-
-    SQLite's switch to WAL mode does not wait on the busy timeout, so several first opens at
-    once failed with "database is locked"; an ``flock`` on ``<db>.open-lock`` (0600, never
-    deleted) orders them: the first creates and migrates, the others find it done.
-    """
-    fd = os.open(f"{path}.open-lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+def _opening(path: Path) -> AbstractContextManager[None]:
+    """Serialise read-write opens of one database across threads and processes: SQLite's
+    switch to WAL mode does not wait on the busy timeout, so several first opens at once
+    failed with "database is locked"; an ``flock`` on ``<db>.open-lock`` (0600, never
+    deleted) orders them: the first creates and migrates, the others find it done."""
+    return files.exclusive_lock(Path(f"{path}.open-lock"))
 
 
 def _connect(target: str | Path, *, uri: bool = False) -> sqlite3.Connection:
@@ -382,10 +363,7 @@ class SqliteStateStore:
 
     def journal_step(self, step: StepRecord) -> None:
         key = ("rollout_id", "phase", "step_index")
-        update = (
-            "hosts", "state", "host_results", "gate_results", "run_dir", "finished_at", "attempts",
-        )  # fmt: skip
-        self._write("rollout_steps", [rows.step_row(step)], key, update)
+        self._write("rollout_steps", [rows.step_row(step)], key, rows.STEP_UPDATE)
 
     def steps(self, rollout_id: str) -> list[StepRecord]:
         sql = "SELECT * FROM rollout_steps WHERE rollout_id = ? ORDER BY started_at, rowid"
@@ -454,6 +432,41 @@ class SqliteStateStore:
                     f"DELETE FROM {table} WHERE environment = ? AND host = ?",  # noqa: S608
                     [(environment, host) for host in hosts],
                 )
+
+    # -- the event log
+    def append_event(self, event: Event) -> Event:
+        row = rows.event_row(event)
+        with self._transaction() as db:
+            cursor = db.execute(rows.insert_sql("events", list(row)), tuple(row.values()))
+            return dataclasses.replace(event, id=int(cursor.lastrowid or 0))
+
+    def events(
+        self,
+        *,
+        environment: str | None = None,
+        group: str | None = None,
+        kinds: Collection[EventKind] | None = None,
+        severities: Collection[Severity] | None = None,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int = 100,
+        oldest_first: bool = False,
+    ) -> list[Event]:
+        sql, params = rows.events_sql(
+            environment=environment, group=group, kinds=kinds, severities=severities,
+            after=after, before=before, limit=limit, oldest_first=oldest_first,
+        )  # fmt: skip
+        return self._read(rows.event, sql, params)
+
+    def newest_event_id(self) -> int:
+        return int(self._read(lambda r: r[0] or 0, "SELECT MAX(id) FROM events")[0])
+
+    def prune_events(self, *, keep: int | None = None, older_than: float | None = None) -> int:
+        with self._transaction() as db:
+            gone = db.execute(rows.prune_count_sql(), (keep,)).rowcount if keep is not None else 0
+            if older_than is not None:
+                gone += db.execute(rows.prune_age_sql(), (older_than,)).rowcount
+            return int(gone)
 
     # -- meta
     def get_meta(self, key: str) -> str | None:

@@ -9,8 +9,10 @@ Contract:
 * ``EnvironmentStatus.last_result`` is ``None`` for an environment that was never reconciled
   (the first release stored ``''``; backends map it to ``None`` on read).
 * Timestamps are seconds since the epoch, supplied by the caller: the store has no clock.
-* JSON-shaped fields (``summary``, ``apps``, ``host_results``, ``gate_results``) hold plain
-  JSON values and come back equal, not identical.
+* JSON-shaped fields (``summary``, ``apps``, ``host_results``, ``gate_results``, an event's
+  ``details``) hold plain JSON values and come back equal, not identical.
+* ``Event.id`` is ``None`` until the store appends it; then a positive integer greater than
+  the id of every event appended before it.
 
 Pure data: no I/O, no backend knowledge.
 """
@@ -18,16 +20,18 @@ Pure data: no I/O, no backend knowledge.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from reconciler.states import (
     EnvironmentResult,
+    EventKind,
     ObservationStatus,
     Phase,
     RolloutState,
     RolloutTrigger,
+    Severity,
     StepState,
 )
 
@@ -35,6 +39,7 @@ __all__ = [
     "DeployedVersion",
     "DriftMark",
     "EnvironmentStatus",
+    "Event",
     "Lease",
     "ObservedVersion",
     "QuarantineRecord",
@@ -117,6 +122,7 @@ class StepRecord:
     started_at: float
     finished_at: float | None
     attempts: Sequence[Any] = ()  # one entry per playbook attempt (retries of unreachable)
+    bake_until: float | None = None  # when the bake after this step ends (None: no bake yet)
 
     def __post_init__(self) -> None:
         _coerce(self, "phase", Phase)
@@ -187,6 +193,46 @@ class EnvironmentStatus:
     def unknown(cls, environment: str) -> EnvironmentStatus:
         """The status of an environment the store has no row for."""
         return cls(environment, False, None, None, None, "", None)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of the event log: what happened, where, and why, in one line and as data.
+
+    ``summary`` is one human line (a chat message's first line); ``details`` holds the
+    structure (apps and versions from -> to, step k/n and hosts, the gate, host and what it
+    saw, the revert commit).
+    """
+
+    id: int | None
+    at: float
+    kind: EventKind
+    severity: Severity
+    summary: str
+    environment: str | None = None
+    group: str | None = None
+    rollout_id: str | None = None
+    commit: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _coerce(self, "kind", EventKind)
+        _coerce(self, "severity", Severity)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The event as plain JSON values (the API's and the stream's shape)."""
+        return {
+            "id": self.id,
+            "at": self.at,
+            "kind": str(self.kind),
+            "severity": str(self.severity),
+            "summary": self.summary,
+            "environment": self.environment,
+            "group": self.group,
+            "rollout_id": self.rollout_id,
+            "commit": self.commit,
+            "details": dict(self.details),
+        }
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,7 @@ A state store that cannot be reached now (``StoreUnavailable``) is a 503 with ``
 Bad input is a 4xx with a reason, never a 500: the sync body is parsed by pydantic's bounded
 JSON parser (nesting depth, number size) into ``SyncRequest`` (finite numbers only, unknown
 keys refused), and validation errors are rendered without echoing their input.
-
-The API drives the daemon only through the ``Control`` Protocol below.
+``report.event_routes`` serves the event log. The API drives the daemon only through ``Control``.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the route functions' annotations,
@@ -40,10 +39,12 @@ from reconciler import __version__
 from reconciler.edges import webhooks
 from reconciler.plan.outcomes import EnvironmentOutcome
 from reconciler.record import RolloutRecord, RunRecord, StepRecord, StoreUnavailable
-from reconciler.report import guard, web
+from reconciler.report import event_routes, guard, web
+from reconciler.report.events import EventFeed
 from reconciler.report.history import Rollout, rollout_view
 from reconciler.report.metrics import CONTENT_TYPE, Metrics
 from reconciler.report.status import EnvironmentDetail, EnvironmentView, StatusView
+from reconciler.report.webhook_log import WebhookLog
 from reconciler.settings import Settings, read_secret
 
 log = structlog.get_logger(__name__)
@@ -64,9 +65,13 @@ class Control(Protocol):
     ready: threading.Event
     stopping: threading.Event
     metrics: Metrics
+    webhooks: WebhookLog
 
     @property
     def journal(self) -> Journal: ...
+
+    @property
+    def event_feed(self) -> EventFeed: ...
 
     @property
     def alive(self) -> bool: ...
@@ -197,6 +202,10 @@ def create_app(control: Control, settings: Settings) -> FastAPI:
         max_webhook_body=settings.webhooks.max_payload_bytes,
         on_too_large=too_large,
     )
+
+    heartbeat = settings.events.heartbeat
+    events = event_routes.router(lambda: control.event_feed, control.stopping.is_set, heartbeat)
+    app.include_router(events)
 
     @app.exception_handler(guard.BodyTooLarge)
     async def body_too_large(_request: Request, exc: guard.BodyTooLarge) -> JSONResponse:
@@ -390,6 +399,9 @@ def create_app(control: Control, settings: Settings) -> FastAPI:
             provider, secrets[provider], headers, body, settings.source.branch
         )
         control.metrics.webhook(provider, delivery.result)
+        control.webhooks.record(
+            provider, headers, delivery.result, delivery.detail, delivery.commit
+        )
         log.info(
             "webhook",
             provider=provider,
@@ -401,5 +413,6 @@ def create_app(control: Control, settings: Settings) -> FastAPI:
             control.request_sync(reason=f"webhook:{provider}")
         return JSONResponse({"result": delivery.result, "detail": delivery.detail}, delivery.status)
 
-    web.install(app, control)  # the read-only page, behind the same guard
+    # the read-only page, behind the same guard; several replicas: each streams its own events
+    web.install(app, control, backup_poll_ms=10_000 if settings.state.postgresql else None)
     return app

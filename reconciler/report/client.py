@@ -20,11 +20,13 @@ import ipaddress
 import json
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from reconciler.report.events import EventPage, EventView
 from reconciler.report.history import Rollout
 from reconciler.report.status import EnvironmentDetail, StatusView
 from reconciler.settings import Settings, read_secret
@@ -176,3 +178,37 @@ class DaemonClient:
     def set_suspended(self, environment: str, suspended: bool) -> dict[str, Any]:
         action = "suspend" if suspended else "resume"
         return self._call("POST", f"/api/v1/environments/{environment}/{action}")
+
+    def events(self, filters: dict[str, Any]) -> EventPage:
+        """``GET /api/v1/events`` with these query parameters (lists repeat the key)."""
+        return EventPage.model_validate(self._call("GET", "/api/v1/events", params=filters))
+
+    def stream(self, filters: dict[str, Any], after: int | None) -> Iterator[EventView | None]:
+        """The event stream: each event, None for a heartbeat; ends when the daemon ends it
+        (shutdown) and raises ``DaemonError`` when the connection fails."""
+        params = {**filters, **({"after": after} if after is not None else {})}
+        timeout = httpx.Timeout(10.0, read=None)
+        try:
+            with self._http.stream(
+                "GET", "/api/v1/events/stream", params=params, timeout=timeout
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise DaemonError(f"GET /api/v1/events/stream: {response.status_code}")
+                data: list[str] = []
+                kind = ""
+                for line in response.iter_lines():
+                    if line.startswith("data:"):
+                        data.append(line[5:].strip())
+                    elif line.startswith("event:"):
+                        kind = line[6:].strip()
+                    elif line.startswith(":"):
+                        yield None
+                    elif not line:
+                        if kind == "end":
+                            return
+                        if data:
+                            yield EventView.model_validate_json("".join(data))
+                        data, kind = [], ""
+        except httpx.HTTPError as exc:
+            raise DaemonError(f"{self.url}: {exc}") from exc

@@ -32,6 +32,7 @@ class Step(BaseModel):
     started_at: float
     finished_at: float | None
     attempts: list[Any] = []
+    bake_until: float | None = None
 
 
 class Rollout(BaseModel):
@@ -85,6 +86,7 @@ def rollout_view(
                 started_at=s.started_at,
                 finished_at=s.finished_at,
                 attempts=list(s.attempts),
+                bake_until=s.bake_until,
             )
             for s in steps
         ],

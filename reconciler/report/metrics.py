@@ -5,7 +5,9 @@ Two kinds, one registry per daemon:
   very object ``GET /api/v1/status`` and ``reconciler status`` show, so they always agree.
 * Counters and histograms count events as they happen, through the ``rollout.ports.Reporter``
   callbacks (playbook runs, gate results, finished rollouts and reconciles) and webhook
-  deliveries. They start at zero with each daemon process. Rollout results are the
+  deliveries, notifications (``reconciler_notifications_total{route,result}``: sent, failed,
+  skipped) and commit statuses (``reconciler_commit_statuses_total{provider,result}``: set,
+  failed, skipped). They start at zero with each daemon process. Rollout results are the
   ``RolloutState`` values: ``degraded`` (host failures within ``max_failed_hosts``) is its own
   result, not ``succeeded``.
 """
@@ -235,6 +237,19 @@ class Metrics(SilentReporter):
             registry=reg,
         )
 
+        self.notifications = Counter(
+            "reconciler_notifications",
+            "Notification deliveries per route (one per event and channel) by result.",
+            ["route", "result"],
+            registry=reg,
+        )
+        self.commit_statuses = Counter(
+            "reconciler_commit_statuses",
+            "Commit statuses posted to the Git host by result.",
+            ["provider", "result"],
+            registry=reg,
+        )
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -271,3 +286,9 @@ class Metrics(SilentReporter):
     # -- the API
     def webhook(self, provider: str, result: str) -> None:
         self.webhooks.labels(provider, result).inc()
+
+    def notification(self, route: str, result: str) -> None:
+        self.notifications.labels(route, result).inc()
+
+    def commit_status(self, provider: str, result: str) -> None:
+        self.commit_statuses.labels(provider, result).inc()

@@ -145,6 +145,17 @@ class EnvironmentDetail(EnvironmentView):
     hosts: list[HostApp]
 
 
+class WebhookView(BaseModel):
+    """One webhook delivery as the API answered it (``report.webhook_log``)."""
+
+    at: float
+    provider: str
+    result: str = Field(description="triggered, ignored, unauthorized, invalid or disabled.")
+    detail: str
+    commit: str | None = Field(description="The pushed commit, when the payload named one.")
+    delivery: str | None = Field(description="The provider's delivery id (its header).")
+
+
 class DaemonView(BaseModel):
     pid: int
     started_at: float
@@ -153,6 +164,9 @@ class DaemonView(BaseModel):
     running: dict[str, str] = Field(description="Environments reconciling now -> commit.")
     source_failures: int
     source_retry_in: float
+    webhooks: list[WebhookView] = Field(
+        default_factory=list, description="The newest webhook deliveries, newest first."
+    )
 
 
 class StatusView(BaseModel):

@@ -24,6 +24,7 @@ from rich.text import Text
 
 from reconciler.plan.canary import EnvironmentPlan
 from reconciler.plan.observed import HostAppState
+from reconciler.report.events import EventView
 from reconciler.report.history import Rollout
 from reconciler.report.status import StatusView
 from reconciler.states import DriftClass, ObservationStatus
@@ -389,3 +390,22 @@ def plan(
                         f"cumulative): {', '.join(step.hosts)}"
                     )
                 )
+
+
+# ------------------------------------------------------------------------------ events
+def event(console: Console, view: EventView, output: Output) -> None:
+    """One event: a line (``table``), with its details (``wide``), or a JSON line (``json``)."""
+    if output is Output.JSON:
+        console.print(Text(view.model_dump_json()), soft_wrap=True)
+        return
+    console.print(
+        Text(f"{when(view.at)}  ")
+        + Text(
+            f"{view.severity:<7} ",
+            style={"warning": "yellow", "error": "red"}.get(view.severity, ""),
+        )
+        + Text(f"{view.kind:<22} ", style="bold")
+        + Text(view.summary)
+    )
+    if output is Output.WIDE and view.details:
+        console.print(Text("    " + json.dumps(view.details, default=str), style="dim"))

@@ -14,7 +14,7 @@ Contract:
 * Everything from Git (versions, messages, authors, problems, gate details) is escaped: the
   Jinja2 environment autoescapes every template, and pages carry a Content-Security-Policy
   that allows scripts, styles and connections to this origin only.
-* Live updates are the script's job (``static/web-1.js``): it watches the JSON API named in
+* Live updates are the script's job (``static/web-2.js``): it watches the JSON API named in
   ``data-watch`` (the events stream when the app has one, ``EVENTS_STREAM``, else polling)
   and, when an answer changes, fetches the page again and swaps its ``<main>``. One renderer:
   the server's templates.
@@ -23,6 +23,7 @@ Contract:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -34,17 +35,17 @@ from fastapi.responses import HTMLResponse, Response
 from reconciler import __version__
 from reconciler.report.history import Rollout, rollout_view
 from reconciler.report.status import EnvironmentDetail, GroupView, HostApp, StatusView
-from reconciler.states import RolloutState
+from reconciler.states import EventKind, RolloutState
 
 if TYPE_CHECKING:
     from reconciler.report.api import Control
 
-__all__ = ["ASSETS", "EVENTS_STREAM", "install", "render_fleet", "render_rollout"]
+__all__ = ["ASSETS", "EVENTS_STREAM", "Live", "install", "render_fleet", "render_rollout"]
 
 EVENTS_STREAM = "/api/v1/events/stream"
 # Vendored assets, versioned by name: a change is a new name, so caches never serve stale code.
 ASSETS = {
-    "web-1.js": "text/javascript",
+    "web-2.js": "text/javascript",
     "web-1.css": "text/css",
     "favicon-1.svg": "image/svg+xml",
 }
@@ -113,10 +114,20 @@ def _environment() -> jinja2.Environment:
     env.filters["label"] = lambda state: LABELS.get(str(state), str(state).replace("_", " "))
     env.filters["short"] = lambda sha: (sha or "")[:12]
     env.globals["version"] = __version__
+    env.globals["event_kinds"] = " ".join(kind.value for kind in EventKind)  # the stream's names
     return env
 
 
 _JINJA = _environment()
+
+
+@dataclass(frozen=True)
+class Live:
+    """How a page stays live: the events stream it follows, and (several replicas) how often
+    it polls as well."""
+
+    stream: str
+    backup_poll_ms: int | None = None
 
 
 def _page(template: str, **context: Any) -> str:
@@ -143,7 +154,7 @@ def render_fleet(
     rollouts: Sequence[Rollout],
     *,
     only: tuple[str, str | None] | None = None,
-    events: str | None = None,
+    events: Live | None = None,
 ) -> str:
     """The fleet (or one environment, or one group of it: ``only``)."""
     title = "Fleet" if only is None else "/".join(p for p in only if p)
@@ -168,7 +179,7 @@ def _group_of(environment: EnvironmentDetail, name: str) -> GroupView | None:
     return next((g for g in environment.groups if g.name == name), None)
 
 
-def render_rollout(rollout: Rollout, *, events: str | None = None) -> str:
+def render_rollout(rollout: Rollout, *, events: Live | None = None) -> str:
     gates_failed = [
         g
         for step in rollout.steps or []
@@ -191,7 +202,7 @@ def render_history(
     rollouts: Sequence[Rollout],
     filters: dict[str, str],
     *,
-    events: str | None = None,
+    events: Live | None = None,
 ) -> str:
     groups = sorted({g.name for e in status.environments for g in e.groups})
     return _page(
@@ -208,7 +219,7 @@ def render_history(
     )
 
 
-def render_source(status: StatusView, *, events: str | None = None) -> str:
+def render_source(status: StatusView, *, events: Live | None = None) -> str:
     return _page("source.html.j2", title="Source", nav="source", status=status, events=events)
 
 
@@ -223,17 +234,19 @@ def _html(text: str, status_code: int = 200) -> HTMLResponse:
     return HTMLResponse(text, status_code=status_code, headers=_HEADERS)
 
 
-def install(app: FastAPI, control: Control) -> None:
-    """Add the page's routes to ``app`` (the API of ``control``); see the module docstring."""
+def install(app: FastAPI, control: Control, *, backup_poll_ms: int | None = None) -> None:
+    """Add the page's routes to ``app`` (the API of ``control``); see the module docstring.
+    ``backup_poll_ms``: with an events stream, poll this often too (several replicas: a
+    replica's stream carries only its own events)."""
     assets = {
         name: (resources.files("reconciler.report").joinpath("static", name).read_bytes(), kind)
         for name, kind in ASSETS.items()
     }
 
-    def events() -> str | None:
+    def events() -> Live | None:
         """The events stream, when this app serves one (another module adds it)."""
         paths = {getattr(route, "path", None) for route in app.routes}
-        return EVENTS_STREAM if EVENTS_STREAM in paths else None
+        return Live(EVENTS_STREAM, backup_poll_ms) if EVENTS_STREAM in paths else None
 
     def rollouts(environment: str | None = None, limit: int = 20) -> list[Rollout]:
         return [rollout_view(r) for r in control.journal.rollouts(environment, limit)]

@@ -28,6 +28,9 @@ Contract (``GroupRollout.run``); every decision comes from ``plan.policy``, this
 * Whatever happens, including an exception in this engine, the rollout row ends in a terminal
   state (except the deliberate ``abort`` case above); an exception ends it ``failed`` with the
   error and is not raised further.
+* Events (``rollout.announcements``): ``rollout_started``, ``step_finished`` and
+  ``gate_failed`` per step, one ending; after a failed step ``rollout_rolled_back`` (or
+  ``_failed``) once the hosts are back, then the revert's event and ``quarantine_set``.
 """
 
 from __future__ import annotations
@@ -40,14 +43,14 @@ from collections.abc import Callable, Mapping, Sequence
 import structlog
 
 from reconciler import content
-from reconciler.desired.messages import RevertRequest
 from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host
 from reconciler.edges.ansible import RunResult
 from reconciler.edges.gates import GateResult, GateTarget
 from reconciler.plan import policy
 from reconciler.plan.canary import GroupPlan, Step
 from reconciler.plan.outcomes import GroupOutcome, RevertOutcome
-from reconciler.record import QuarantineRecord, RolloutRecord
+from reconciler.record import QuarantineRecord, RolloutRecord, StepRecord
+from reconciler.rollout import announcements, reverts
 from reconciler.rollout.playbooks import Deployment
 from reconciler.rollout.ports import Adapters, StopRequest
 from reconciler.rollout.steps import StepRunner
@@ -104,9 +107,17 @@ class GroupRollout:
         self.changed: list[str] = []
         self.failures: dict[str, str] = {}
         self._left_running = False
+        self._announced = False
+        self._deploy_steps = self._rollback_steps = 0
+        self._versions: dict[str, dict[str, object]] = {}
+        self._started = 0.0
+        self.tell = announcements.Teller(
+            adapters.events, environment.name, group.name, self.rollout_id, deployment.commit,
+            trigger,
+        )  # fmt: skip
         self.steps = StepRunner(
             adapters, execution, environment, group, deployment, self.rollout_id,
-            cancel=self.cancel, abort=abort,
+            cancel=self.cancel, abort=abort, tell=self.tell,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ entry
@@ -127,6 +138,9 @@ class GroupRollout:
                 self.trigger,
             )
         )
+        self._started = started
+        self._versions = announcements.versions_of(plan)
+        self.tell.started(plan, self._versions)
         outcome: GroupOutcome | None = None
         with structlog.contextvars.bound_contextvars(
             group=self.group.name, rollout_id=self.rollout_id
@@ -157,9 +171,12 @@ class GroupRollout:
 
     def _forward(self, plan: GroupPlan) -> GroupOutcome:
         apps = dict(self.group.apps)
+        # "step k/n": k counts every canary step (those with nothing to do are not run), so n
+        # is the canary's length, not the number of steps run ("3/2" otherwise).
+        self._deploy_steps = max([len(self.group.rollout.canary), *(s.index for s in plan.steps)])
         for step in plan.steps:
             self._check_stop()
-            result = self.steps.play(Phase.DEPLOY, step, len(plan.steps), apps)
+            result = self.steps.play(Phase.DEPLOY, step, self._deploy_steps, apps)
             if result.outcome is RunOutcome.CANCELED:
                 return self._aborted(step)
             statuses = {h: r.status for h, r in result.hosts.items()}
@@ -191,6 +208,7 @@ class GroupRollout:
         bake = self.group.rollout.bake_s
         if failure is None and bake > 0 and hosts and self.group.health:
             log.info("bake", step=step.index, seconds=bake)
+            self._journal_bake(step, self.a.clock() + bake)
             self.a.reporter.bake_started(self.environment.name, self.group.name, step, bake)
             if self.cancel.wait(bake):
                 self._check_stop()
@@ -200,6 +218,22 @@ class GroupRollout:
             if failure is not None:
                 failure = f"after the bake: {failure}"
         return None if failure is None else f"step {step.index}: {failure}"
+
+    def _journalled(self, phase: Phase, step: Step) -> StepRecord | None:
+        return next(
+            (
+                s
+                for s in self.a.store.steps(self.rollout_id)
+                if s.phase == phase and s.index == step.index
+            ),
+            None,
+        )
+
+    def _journal_bake(self, step: Step, until: float) -> None:
+        """The bake's end on the deploy step's record (the web page counts down to it)."""
+        journalled = self._journalled(Phase.DEPLOY, step)
+        if journalled is not None:
+            self.a.store.journal_step(dataclasses.replace(journalled, bake_until=until))
 
     # ------------------------------------------------------------------ endings
     def _finish(
@@ -211,6 +245,7 @@ class GroupRollout:
     ) -> GroupOutcome:
         self.a.store.finish_rollout(self.rollout_id, state, reason, self.a.clock())
         log.info("rollout_finished", state=str(state), hosts=len(self.changed), reason=reason)
+        self._announce(state, reason)
         return GroupOutcome(
             self.group.name,
             group_state,
@@ -220,6 +255,14 @@ class GroupRollout:
             reason,
             revert,
         )
+
+    def _announce(self, state: RolloutState, reason: str) -> None:
+        """The rollout's ending, once."""
+        if self._announced:
+            return
+        self._announced = True
+        seconds = self.a.clock() - self._started
+        self.tell.finished(state, reason, self._versions, self.changed, self.failures, seconds)
 
     def _check_stop(self) -> None:
         """Raise ``_Stop`` (after journalling) when a newer commit or a shutdown came."""
@@ -273,14 +316,7 @@ class GroupRollout:
             group=self.group.name,
             cancel=self.cancel,
         )
-        journalled = next(
-            (
-                s
-                for s in self.a.store.steps(self.rollout_id)
-                if s.phase == phase and s.index == step.index
-            ),
-            None,
-        )
+        journalled = self._journalled(phase, step)
         if journalled is not None:
             rows = [{**r.as_dict(), "checkpoint": str(checkpoint)} for r in results]
             self.a.store.journal_step(
@@ -293,6 +329,7 @@ class GroupRollout:
         self.a.reporter.gates_finished(
             self.environment.name, self.group.name, phase, step, checkpoint, results
         )
+        self.tell.gate_failed(phase, step, self._total(phase), checkpoint, results, versions)
         for r in results:
             log.info(
                 "gate",
@@ -310,6 +347,7 @@ class GroupRollout:
     def _roll_back(self, plan: GroupPlan, reason: str) -> GroupOutcome:
         log.error("step_failed", reason=reason)
         batches, no_previous = policy.rollback_batches(self.group, plan, self.touched)
+        self._rollback_steps = len(batches)
         rollback_failed: list[str] = []
         for index, batch in enumerate(batches, start=1):
             step = Step(index=index, percent=0, cohort_size=len(batch.hosts), hosts=batch.hosts)
@@ -338,13 +376,20 @@ class GroupRollout:
             if rollback_failed
             else (RolloutState.ROLLED_BACK, GroupState.ROLLED_BACK)
         )
-        revert = self._revert(policy.restore_versions(plan, self.touched), reason)
+        self._announce(state, reason)  # the hosts are back: say so before pushing to Git
+        restore = policy.restore_versions(plan, self.touched)
+        revert, failed = reverts.revert(
+            self.a.reverter, self.environment, self.group, self.deployment.commit, restore,
+            reason, self.rollout_id,
+        )  # fmt: skip
+        self.tell.reverted(revert, restore, failed, state is RolloutState.ROLLED_BACK)
         outcome = self._finish(state, group_state, reason, revert)
+        fingerprint = policy.fingerprint(self.group.apps)
         self.a.store.set_quarantine(
             QuarantineRecord(
                 self.environment.name,
                 self.group.name,
-                policy.fingerprint(self.group.apps),
+                fingerprint,
                 self.deployment.commit,
                 self.rollout_id,
                 reason,
@@ -352,30 +397,14 @@ class GroupRollout:
                 self.a.clock(),
             )
         )
+        self.tell.quarantined(self.group.apps, fingerprint, reason)
         log.error("rollout_rolled_back", state=str(state), reason=reason, revert=str(revert))
         if revert.status is PushStatus.PUSHED and self.on_reverted is not None:
             self.on_reverted()
         return dataclasses.replace(outcome, changed_hosts=())
 
-    def _revert(self, restore: Mapping[str, str], reason: str) -> RevertOutcome:
-        if self.a.reverter is None:
-            return RevertOutcome(None, "no Git source to push to; revert the commit by hand")
-        if not restore:
-            return RevertOutcome(None, "no last good version to restore; revert the commit by hand")
-        result = self.a.reverter.revert_rollout(
-            RevertRequest(
-                environment=self.environment.name,
-                group=self.group.name,
-                env_file=self.environment.source_file,
-                offending_sha=self.deployment.commit,
-                failed_versions={a: v for a, v in self.group.apps.items() if a in restore},
-                restore_versions=dict(restore),
-                reason=reason,
-                rollout_id=self.rollout_id,
-            )
-        )
-        sha = f" {result.sha[:12]}" if result.sha else ""
-        return RevertOutcome(result.status, f"{result.kind}{sha}: {result.detail}", result.sha)
+    def _total(self, phase: Phase) -> int:  # for "step k/n"
+        return self._rollback_steps if phase is Phase.ROLLBACK else self._deploy_steps
 
 
 def _failures(result: RunResult) -> dict[str, str]:

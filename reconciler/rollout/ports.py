@@ -2,8 +2,10 @@
 
 The engine is given ``Adapters``: the state store (``record.StateStore``), a playbook
 ``Runner`` (``edges.ansible``), a ``GateChecker`` (``edges.gates``), a ``Reverter`` (the Git
-write-back, ``edges.git``) and a ``Reporter``. Only ``service.wiring`` builds the real ones;
-``reconciler.testing.fakes`` has small fakes that mypy checks against these Protocols.
+write-back, ``edges.git``), a ``Reporter`` and an ``EventSink`` (``record.events``: the event
+log; ``rollout.announcements`` says what a rollout tells it). Only ``service.wiring`` builds
+the real ones; ``reconciler.testing.fakes`` has small fakes that mypy checks against these
+Protocols.
 
 ``StopRequest`` is the cancel event of a rollout that also says why it stops: a newer commit
 (``superseded``) or a daemon shutdown (``interrupted``).
@@ -26,7 +28,7 @@ from reconciler.edges.gates import GateChecker, GateResult
 from reconciler.edges.git import PushResult
 from reconciler.plan.canary import Step
 from reconciler.plan.outcomes import EnvironmentOutcome, GroupOutcome
-from reconciler.record import ObservedVersion, StateStore
+from reconciler.record import EventSink, ObservedVersion, SilentSink, StateStore
 from reconciler.source.refresh import DesiredSnapshot
 from reconciler.states import GateCheckpoint, Phase, StopReason
 
@@ -168,3 +170,4 @@ class Adapters:
     reporter: Reporter = field(default_factory=SilentReporter)
     clock: Callable[[], float] = time.time
     observer: ObserverPort | None = None
+    events: EventSink = field(default_factory=SilentSink)

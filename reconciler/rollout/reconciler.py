@@ -16,6 +16,9 @@ a failed host; it returns a ``ReconcileResult`` and leaves the store telling wha
 * Every run row ends in a terminal state, even when the reconcile raises (then ``error``).
 * A revert pushed by a rollout becomes the commit in force at once (a refresh), and
   ``on_revert`` (the daemon) learns the new desired state of the environment.
+* Events (besides the rollouts' own): ``quarantine_lifted``; ``environment_synced`` when the
+  environment is in sync at a commit it was not applied at before (applied, degraded, or
+  nothing to do); ``rollout_resumed`` for each rollout a restart found unfinished.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from reconciler.rollout.truth import HostTruth
 from reconciler.settings import Settings
 from reconciler.source import facts
 from reconciler.source.refresh import DesiredSnapshot
-from reconciler.states import EnvironmentResult, GroupState, RolloutState, StepState
+from reconciler.states import EnvironmentResult, EventKind, GroupState, RolloutState, StepState
 
 log = structlog.get_logger(__name__)
 
@@ -139,8 +142,17 @@ class Reconciler:
         quarantines = {q.group: q for q in store.quarantines(name)}
         for group in policy.stale_quarantines(environment, quarantines.values()):
             store.clear_quarantine(name, group)
-            quarantines.pop(group)
+            lifted = quarantines.pop(group)
             log.info("quarantine_lifted", group=group, reason="desired versions changed")
+            self.adapters.events.emit(
+                EventKind.QUARANTINE_LIFTED,
+                summary=f"{name}/{group}: quarantine lifted: the desired versions changed",
+                environment=name,
+                group=group,
+                rollout_id=lifted.rollout_id,
+                commit=snapshot.commit.sha if snapshot.commit else None,
+                details={"quarantined_commit": lifted.commit, "fingerprint": lifted.fingerprint},
+            )
         if store.environment_status(name).suspended:
             log.info(
                 "environment_suspended", drifted_groups=sum(not g.in_sync for g in plan.groups)
@@ -224,6 +236,8 @@ class Reconciler:
         result = policy.environment_result(outcomes, applied=False)
         now = self.clock()
         if result is EnvironmentResult.IN_SYNC:
+            if self.store.environment_status(environment).last_applied_commit != commit:
+                self._synced(environment, commit, result, outcomes)
             self.store.update_environment(
                 environment,
                 now,
@@ -316,9 +330,29 @@ class Reconciler:
         if result in (EnvironmentResult.APPLIED, EnvironmentResult.DEGRADED):
             fields["last_applied_commit"] = commit
             facts.record_success(store, name, finished)
+            self._synced(name, commit, result, tuple(outcomes.values()))
         store.update_environment(name, finished, **fields)
         log.info("reconcile_finished", result=str(result), seconds=round(finished - started, 3))
         return EnvironmentOutcome(name, result, tuple(outcomes.values()))
+
+    def _synced(
+        self,
+        environment: str,
+        commit: str,
+        result: EnvironmentResult,
+        outcomes: tuple[GroupOutcome, ...],
+    ) -> None:
+        groups = {g.group: str(g.state) for g in outcomes}
+        rolled = [g.group for g in outcomes if g.rollout_id is not None]
+        what = f"rolled out {', '.join(rolled)}" if rolled else "nothing to change"
+        note = " (degraded)" if result is EnvironmentResult.DEGRADED else ""
+        self.adapters.events.emit(
+            EventKind.ENVIRONMENT_SYNCED,
+            summary=f"{environment}: in sync at {commit[:12]}{note}: {what}",
+            environment=environment,
+            commit=commit,
+            details={"result": str(result), "groups": groups},
+        )
 
     # ------------------------------------------------------------------ resume
     def resume_interrupted(
@@ -363,6 +397,16 @@ class Reconciler:
                 group=record.group,
                 hosts=hosts,
                 forgotten=len(forget),
+            )
+            self.adapters.events.emit(
+                EventKind.ROLLOUT_RESUMED,
+                summary=f"{record.environment}/{record.group}: unfinished rollout found at "
+                f"start: {reason}",
+                environment=record.environment,
+                group=record.group,
+                rollout_id=record.id,
+                commit=record.commit,
+                details={"hosts": hosts, "apps": dict(record.apps), "steps": where},
             )
             resumed.append(record)
         return resumed

@@ -12,6 +12,7 @@ Contract (``StepRunner.play(phase, step, total, apps)``):
   request (newer commit, shutdown) ends the waiting; an abort (shutdown grace over) ends the
   step as the runner left it.
 * Every host whose playbook succeeded (in any attempt) is recorded as deployed at once.
+* ``step_finished`` is told (``tell``, ``rollout.announcements``) once the step is journalled.
 * ``observe(hosts)`` records what those hosts report they run (``rollout.observation``), when
   an observer is configured; a failing observation never fails a rollout.
 """
@@ -30,7 +31,7 @@ from reconciler.edges.ansible import RunResult
 from reconciler.plan import policy
 from reconciler.plan.canary import Step
 from reconciler.record import DeployedVersion, StepRecord
-from reconciler.rollout import playbooks
+from reconciler.rollout import announcements, playbooks
 from reconciler.rollout.playbooks import Deployment
 from reconciler.rollout.ports import Adapters, StopRequest
 from reconciler.settings import ExecutionSettings
@@ -69,8 +70,10 @@ class StepRunner:
         *,
         cancel: StopRequest,
         abort: threading.Event | None,
+        tell: announcements.Teller | None = None,
     ) -> None:
         self.a = adapters
+        self.tell = tell
         self.execution = execution
         self.environment = environment
         self.group = group
@@ -122,6 +125,8 @@ class StepRunner:
             )
         )
         reporter.step_finished(self.environment.name, self.group.name, phase, step, result)
+        if self.tell is not None:
+            self.tell.step_finished(phase, step, total, result, apps)
         log.info(
             "step_finished",
             phase=str(phase),

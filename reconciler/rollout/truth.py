@@ -14,6 +14,8 @@ Contract:
   again within the group's ``flap_period`` is flapping and left alone until it is seen in sync
   again (or an operator redeploys it).
 * Never raises for what hosts do; an observation that fails marks hosts, it stops nothing.
+* Events: ``drift_detected`` per group when hosts newly run another version than recorded
+  (out of band; not for a pending commit), ``drift_healed`` when a self-heal put them back.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from reconciler.rollout.playbooks import Deployment
 from reconciler.rollout.ports import Adapters, StopRequest
 from reconciler.settings import Settings
 from reconciler.source.refresh import DesiredSnapshot
-from reconciler.states import RolloutTrigger
+from reconciler.states import DriftClass, EventKind, GroupState, RolloutTrigger
 
 log = structlog.get_logger(__name__)
 
@@ -84,8 +86,39 @@ class HostTruth:
                 except Exception:  # looking must never stop a reconcile
                     log.exception("observation_failed", group=group.name)
             states = self._classify(environment, unobserved)
+        self._detected(environment, states, store.drift_marks(name))
         self._remember(environment, states)
         return self._classify(environment, unobserved)  # with the history just written
+
+    def _detected(
+        self,
+        environment: EnvironmentDesired,
+        states: tuple[drift.HostAppState, ...],
+        marks: Mapping[tuple[str, str], DriftMark],
+    ) -> None:
+        """``drift_detected`` for out-of-band hosts that were not drifting at the last look."""
+        new: dict[str, list[drift.HostAppState]] = {}
+        for s in states:
+            mark = marks.get((s.host, s.app))
+            if s.drift is DriftClass.OUT_OF_BAND and (mark is None or mark.since is None):
+                new.setdefault(s.group, []).append(s)
+        for group, found in new.items():
+            shown = ", ".join(f"{s.host} runs {s.app} {s.observed or 'nothing'}" for s in found[:5])
+            more = f" (+{len(found) - 5} more)" if len(found) > 5 else ""
+            self.a.events.emit(
+                EventKind.DRIFT_DETECTED,
+                summary=f"{environment.name}/{group}: out of band: {shown}{more}, "
+                f"recorded {found[0].recorded}",
+                environment=environment.name,
+                group=group,
+                details={
+                    "hosts": [
+                        {"host": s.host, "app": s.app, "recorded": s.recorded,
+                         "observed": s.observed, "desired": s.desired}
+                        for s in found
+                    ]
+                },
+            )  # fmt: skip
 
     def _classify(
         self, environment: EnvironmentDesired, unobserved: set[str]
@@ -157,6 +190,17 @@ class HostTruth:
             )
             outcomes[name] = engine.run(group_plan)
             healed |= {(h, app) for h in hosts for app in group.apps}
+            if outcomes[name].state is GroupState.SUCCEEDED:
+                self.a.events.emit(
+                    EventKind.DRIFT_HEALED,
+                    summary=f"{environment.name}/{name}: healed {', '.join(hosts)}: back on "
+                    + ", ".join(f"{a} {v}" for a, v in group.apps.items()),
+                    environment=environment.name,
+                    group=name,
+                    rollout_id=outcomes[name].rollout_id,
+                    commit=snapshot.commit.sha,
+                    details={"hosts": list(hosts), "apps": dict(group.apps)},
+                )
         self._remember(environment, self._classify_after_heal(environment), healed)
         return outcomes
 

@@ -23,15 +23,23 @@ Contract:
   connections must never take the descriptors Git and Ansible need), kill orphans of a killed
   predecessor, resume rollouts the journal shows unfinished.
 * It is the API's ``Control``: status, environments and metrics are rendered from the status
-  read model (``report.status``) over the desired state in force.
+  read model (``report.status``) over the desired state in force; ``event_feed`` is the event
+  log (``report.events.EventLog``) its stages emit to.
+* Events: suspending and resuming an environment are told (``environment_suspended``,
+  ``_resumed``). The event consumers (notifications, commit statuses: ``report.delivery``)
+  start with the daemon and stop after its rollouts; the event log is closed then, which ends
+  the API's event streams cleanly, before the API stops.
 * Several replicas (PostgreSQL, ``service.replication``): an environment is reconciled only
   by the replica holding its lease, through a store whose writes carry the lease's fencing
   token; start resumes nothing, each lease gained resumes that environment's unfinished
   rollouts; a lease lost cancels its reconcile (its writes are refused anyway); requests
   are also sent to the other replicas; a refused write (``Fenced``) ends the reconcile
-  quietly: this replica no longer owns it. (Over 400 lines: the daemon's loop, its
-  environment pool and its shutdown share one lock and one state; split, they would share
-  their privates.)
+  quietly: this replica no longer owns it.
+
+Size: over 400 lines: one object is the API's ``Control`` (status, environments, sync
+requests and their waits, suspension, events) and owns the whole lifecycle (start, source
+loop, environment dispatch, shutdown), which share its state and lock; split, they would
+share their privates.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +63,10 @@ from reconciler.errors import ReconcilerError
 from reconciler.plan.outcomes import EnvironmentOutcome
 from reconciler.record import Fenced, Lease, StateStore, StoreUnavailable
 from reconciler.report import status as read_model
+from reconciler.report.delivery import Count, EventWorker
+from reconciler.report.events import EventLog
 from reconciler.report.metrics import Metrics
+from reconciler.report.webhook_log import WebhookLog
 from reconciler.rollout.ports import StopRequest
 from reconciler.rollout.reconciler import Reconciler
 from reconciler.service import discovery, resources, systemd_notify
@@ -64,7 +75,7 @@ from reconciler.service.replication import FROM_REPLICA, Replication
 from reconciler.service.triggers import Triggers
 from reconciler.settings import Settings
 from reconciler.source.refresh import DesiredSnapshot
-from reconciler.states import EnvironmentResult, StopReason
+from reconciler.states import EnvironmentResult, EventKind, StopReason
 from reconciler.support.backoff import Backoff
 
 log = structlog.get_logger(__name__)
@@ -100,6 +111,8 @@ class Daemon:
         reconciler: Reconciler,
         *,
         stopping: threading.Event | None = None,
+        events: EventLog | None = None,
+        consumers: Sequence[EventWorker] = (),
         replication: Replication | None = None,
     ) -> None:
         self.settings = settings
@@ -108,7 +121,12 @@ class Daemon:
         self.store: StateStore = reconciler.store
         self.journal = self.store
         self.metrics = Metrics(self.status)
-        reconciler.adapters = dataclasses.replace(reconciler.adapters, reporter=self.metrics)
+        self.webhooks = WebhookLog()
+        self.events = events or EventLog(self.store)
+        self.consumers = list(consumers)
+        reconciler.adapters = dataclasses.replace(
+            reconciler.adapters, reporter=self.metrics, events=self.events
+        )
         self.lock = StateDirLock(settings.lock_path)
         self.started_at = time.time()
         self.ready = threading.Event()
@@ -170,12 +188,24 @@ class Daemon:
             s.environment == environment for s in self.store.environment_statuses()
         )
 
+    @property
+    def event_feed(self) -> EventLog:
+        return self.events
+
     def set_suspended(self, environment: str, suspended: bool) -> None:
+        was = self.store.environment_status(environment).suspended
         self.store.update_environment(environment, time.time(), suspended=suspended)
         log.info(
             "environment_suspended" if suspended else "environment_resumed",
             environment=environment,
         )
+        if was != suspended:
+            self.events.emit(
+                EventKind.ENVIRONMENT_SUSPENDED if suspended else EventKind.ENVIRONMENT_RESUMED,
+                summary=f"{environment}: "
+                + ("suspended: diffed and reported, not changed" if suspended else "resumed"),
+                environment=environment,
+            )
         if not suspended:
             self.request_sync(environment, reason="resume", fetch=False)
 
@@ -233,6 +263,7 @@ class Daemon:
             running=self.running(),
             source_failures=self._failures,
             source_retry_in=max(0.0, round(self._backoff_until - time.monotonic(), 1)),
+            webhooks=self.webhooks.views(),
         )
 
     def running(self) -> dict[str, str]:
@@ -255,6 +286,13 @@ class Daemon:
             killed = process_tree.kill_orphans(str(self.reconciler.adapters.runner.runs_dir))
             if killed:
                 log.warning("orphans_killed", pids=killed)
+            self.events.prune()
+            counters: dict[str, Count] = {
+                "notification": self.metrics.notification,
+                "commit_status": self.metrics.commit_status,
+            }
+            for consumer in self.consumers:
+                consumer.start(self.events, counters.get(consumer.metric))
             if serve is not None:
                 self.url, stop_api = serve(self)
                 discovery.write(self.discovery_path, self.url, self.started_at)
@@ -492,6 +530,10 @@ class Daemon:
                 except Exception:
                     log.exception("environment_did_not_stop")
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.events.close()  # event streams end; consumers finish what is queued for them
+        deadline = time.monotonic() + 10
+        for consumer in self.consumers:
+            consumer.stop(timeout=max(0.5, deadline - time.monotonic()))
         if self.replication is not None:
             self.replication.stop()
         with self._state:

@@ -2,7 +2,10 @@
 
 The CLI, the daemon, the demo and the benchmarks build everything through these functions;
 tests that need fakes construct ``Reconciler`` / ``Adapters`` directly with their own
-(``reconciler.testing.fakes``).
+(``reconciler.testing.fakes``). A recording build (the daemon, a foreground ``sync``) records
+events in the store's event log (``report.events.EventLog``, retention from ``events``); the
+daemon also gets the event consumers: one notification worker per route (apprise channels
+from the route's URL file) and the commit-status worker of the configured provider.
 """
 
 from __future__ import annotations
@@ -23,13 +26,18 @@ from reconciler.desired import loading
 from reconciler.desired.inventories import InventoryReader
 from reconciler.edges.ansible import inventory
 from reconciler.edges.ansible.runner import PlaybookRunner
+from reconciler.edges.commit_status.client import HttpPoster
 from reconciler.edges.gates.checker import HealthChecker
 from reconciler.edges.gates.versions import HttpVersions
 from reconciler.edges.git.auth import GitAuth
 from reconciler.edges.git.reader import GitSource
 from reconciler.edges.git.writer import WriteBack
-from reconciler.record import StateStore, migrations
+from reconciler.record import EventSink, SilentSink, StateStore, migrations
 from reconciler.record.sqlite import SqliteStateStore
+from reconciler.report.commit_status import StatusWorker
+from reconciler.report.delivery import EventWorker
+from reconciler.report.events import EventLog
+from reconciler.report.notifications import RouteWorker
 from reconciler.rollout.observation import Observer
 from reconciler.rollout.ports import Adapters, Reverter
 from reconciler.rollout.reconciler import Reconciler
@@ -205,7 +213,9 @@ def git_writer(settings: Settings, *, cancel: threading.Event | None = None) -> 
     )
 
 
-def desired_source(settings: Settings, store: StateStore, *, record: bool) -> DesiredSource:
+def desired_source(
+    settings: Settings, store: StateStore, *, record: bool, events: EventSink | None = None
+) -> DesiredSource:
     """The source stage; ``record=False`` for reads that must leave the store as it was."""
     reader = inventory_reader(settings)
     return DesiredSource(
@@ -213,16 +223,76 @@ def desired_source(settings: Settings, store: StateStore, *, record: bool) -> De
         meta=store,
         load=lambda root, sha: load_repository(root, sha, settings.limits, inventories=reader),
         record=record,
+        events=events,
     )
 
 
+def event_log(settings: Settings, store: StateStore) -> EventLog:
+    """The event log on ``store``, with the retention of ``events``."""
+    config = settings.events
+    return EventLog(
+        store,
+        keep=config.keep or None,
+        max_age=config.max_age or None,
+        max_streams=config.max_streams,
+    )
+
+
+def event_consumers(
+    settings: Settings, store: StateStore, replica: str | None = None
+) -> list[EventWorker]:
+    """Notification workers (one per route) and the commit-status worker, not started.
+    ``ValueError``/``OSError`` for a URL file or token file that cannot be used (the message
+    names the file and line, never a secret).
+
+    With several replicas (``replica``: this one's name) each replica delivers the events it
+    emits itself, live: its cursors are its own (``...delivered@<replica>``) and it catches up
+    nothing at start, since the stored events after its cursor include other replicas' (sent
+    by them). What a crashed replica had not delivered yet is not sent by another."""
+    from reconciler.edges.notify import apprise_channels  # apprise: only with routes
+
+    workers: list[EventWorker] = []
+    for route in settings.notifications.routes:
+        try:
+            channels = apprise_channels.load(route.urls_file)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"notifications route {route.name!r}: {exc}") from None
+        workers.append(RouteWorker(route, channels, store, settings.notifications))
+    config = settings.commit_status
+    if config.provider is not None and config.token_file is not None:
+        poster = HttpPoster(
+            config.provider,
+            config.api_url,
+            config.repository,
+            config.token_file,
+            timeout=config.timeout,
+        )
+        workers.append(
+            StatusWorker(poster, store, config, catch_up=settings.notifications.catch_up)
+        )
+    if replica is not None:
+        for worker in workers:
+            worker.cursor_key = f"{worker.cursor_key}@{replica}"
+            worker.catch_up = 0.0
+    return workers
+
+
 def build(
-    settings: Settings, *, record: bool = True, stopping: threading.Event | None = None
+    settings: Settings,
+    *,
+    record: bool = True,
+    stopping: threading.Event | None = None,
+    store: StateStore | None = None,
+    events: EventSink | None = None,
 ) -> Reconciler:
     """Everything a reconcile needs; ``record=False`` (reads): a read-only store, and a source
-    stage that writes nothing."""
-    store = open_store(settings, read_only=not record)
-    source = desired_source(settings, store, record=record)
+    stage that writes nothing and tells nothing. A recording build records events (``events``,
+    by default an event log on the store)."""
+    if store is None:
+        store = open_store(settings, read_only=not record)
+    if events is None:
+        events = event_log(settings, store) if record else SilentSink()
+    source = desired_source(settings, store, record=record, events=events)
     runner = PlaybookRunner(
         settings.runs_dir,
         keep_runs=settings.execution.keep_runs,
@@ -243,7 +313,26 @@ def build(
             checker=HealthChecker(),
             reverter=reverter,
             observer=observer,
+            events=events,
         ),
+    )
+
+
+def daemon(settings: Settings, *, stopping: threading.Event) -> Daemon:
+    """The daemon with its event log, its event consumers and, with PostgreSQL, its
+    replication (leases, sync requests between replicas; see ``build``)."""
+    store = open_store(settings)
+    events = event_log(settings, store)
+    replicas = replication(settings, store)
+    consumers = event_consumers(settings, store, replicas.replica if replicas else None)
+    reconciler = build(settings, stopping=stopping, store=store, events=events)
+    return Daemon(
+        settings,
+        reconciler,
+        stopping=stopping,
+        events=events,
+        consumers=consumers,
+        replication=replicas,
     )
 
 

@@ -20,6 +20,12 @@ Contract (``DesiredSource.refresh(fetch=True)``):
   metrics, API) shows. After the daemon pushes a revert commit, a refresh makes that commit the
   one in force at once.
 * Snapshots (the tree of a commit on disk) in use by a reconcile are pinned and never pruned.
+* Events (``events``, a ``record.EventSink``; only when recording): ``commit_accepted`` once
+  per new valid commit in force (with what it changes: apps and versions from -> to per
+  environment and group), ``commit_rejected`` once per rejected commit (its problems, and the
+  environments whose commit status it fails), ``source_down`` when a fetch fails after one
+  worked (or at the first failure) and ``source_up`` when one works again. "Once" holds across
+  restarts: it is decided against what the store recorded.
 """
 
 from __future__ import annotations
@@ -41,7 +47,9 @@ from reconciler.desired.loading import LoadResult
 from reconciler.desired.model import DesiredState
 from reconciler.desired.problems import Problem
 from reconciler.edges.git import CommitInfo, SourceError, UnsafeTreeError
+from reconciler.record.events import EventSink, SilentSink
 from reconciler.source import facts
+from reconciler.states import EventKind
 
 log = structlog.get_logger(__name__)
 
@@ -86,6 +94,7 @@ class DesiredSource:
         record: bool = True,
         clock: Callable[[], float] = time.time,
         keep_loaded: int = 4,
+        events: EventSink | None = None,
     ) -> None:
         self.reader = reader
         self.meta = meta
@@ -93,6 +102,7 @@ class DesiredSource:
         self.record = record
         self.clock = clock
         self.keep_loaded = keep_loaded
+        self.events: EventSink = events or SilentSink()
         self._loaded: OrderedDict[str, LoadResult] = OrderedDict()
         self._pins: Counter[str] = Counter()
         self._lock = threading.Lock()  # one refresh at a time
@@ -124,6 +134,7 @@ class DesiredSource:
             result, error = self._validate(tip.sha)
             source_error = source_error or error
             if result is not None and result.ok:
+                self._accepted(tip, result)
                 self._last_valid = tip.sha
                 self._write(facts.LAST_VALID, tip.sha)
                 self._write(facts.PROBLEMS, "[]")
@@ -154,9 +165,22 @@ class DesiredSource:
                 return self.reader.last_fetched(), self.meta.get_meta(facts.ERROR) or ""
             tip = self.reader.fetch()
         except SourceError as exc:
+            if self.record and not self.meta.get_meta(facts.ERROR):
+                self.events.emit(
+                    EventKind.SOURCE_DOWN,
+                    summary=f"Git source unavailable: {exc}",
+                    details={"error": str(exc)},
+                )
             self._write(facts.ERROR, str(exc))
             log.warning("source_unavailable", error=str(exc))
             return None, str(exc)
+        if self.record and self.meta.get_meta(facts.ERROR):
+            self.events.emit(
+                EventKind.SOURCE_UP,
+                summary=f"Git source reachable again at {tip.short}",
+                commit=tip.sha,
+                details={"tip": tip.sha},
+            )
         self._write(facts.LAST_FETCH, str(self.clock()))
         self._write(facts.ERROR, "")
         return tip, ""
@@ -187,13 +211,63 @@ class DesiredSource:
             self._loaded.popitem(last=False)
         return result, ""
 
+    def _accepted(self, tip: CommitInfo, result: LoadResult) -> None:
+        """``commit_accepted`` when ``tip`` is a new valid commit (not the one in force)."""
+        previous = self._last_valid or self.meta.get_meta(facts.LAST_VALID)
+        if not self.record or previous == tip.sha or result.state is None:
+            return
+        before = self._current.state if self._current and self._current.state else None
+        if before is None and previous is not None:
+            loaded, _ = self._validate(previous)
+            before = loaded.state if loaded is not None else None
+        changes = changed_versions(before, result.state)
+        shown = "; ".join(
+            f"{c['environment']}/{c['group']} {c['app']} {c['from'] or 'none'} -> "
+            f"{c['to'] or 'removed'}"
+            for c in changes[:5]
+        )
+        more = f" (+{len(changes) - 5} more)" if len(changes) > 5 else ""
+        self.events.emit(
+            EventKind.COMMIT_ACCEPTED,
+            summary=f"commit {tip.short} accepted ({tip.subject}): "
+            + (shown + more if changes else "no version changes"),
+            commit=tip.sha,
+            details={
+                **_commit_details(tip),
+                "previous": previous,
+                "changes": changes,
+                "environments": sorted(result.state.environments),
+            },
+        )
+
     def _rejected(self, sha: str, problems: tuple[Problem, ...]) -> None:
         if not self.record:
             return
         if self.meta.get_meta(facts.LAST_INVALID) != sha:
             log.error("commit_rejected", commit=sha, problems=[str(p) for p in problems])
+            self._announce_rejection(sha, problems)
         self.meta.set_meta(facts.LAST_INVALID, sha)
         self.meta.set_meta(facts.PROBLEMS, json.dumps([str(p) for p in problems]))
+
+    def _announce_rejection(self, sha: str, problems: tuple[Problem, ...]) -> None:
+        try:
+            tip = self.reader.commit_info(sha)
+        except Exception:  # the event is worth more than its commit's subject
+            tip = CommitInfo(sha, "", "", "", 0.0)
+        in_force = self._current.state if self._current and self._current.state else None
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        self.events.emit(
+            EventKind.COMMIT_REJECTED,
+            summary=f"commit {tip.short} rejected ({tip.subject}): {problems[0]}{more}"
+            if problems
+            else f"commit {tip.short} rejected",
+            commit=sha,
+            details={
+                **_commit_details(tip),
+                "problems": [str(p) for p in problems[:50]],
+                "environments": sorted(in_force.environments) if in_force else [],
+            },
+        )
 
     def _write(self, key: str, value: str) -> None:
         if self.record:
@@ -212,3 +286,37 @@ class DesiredSource:
                 self._pins[sha] -= 1
                 if not self._pins[sha]:
                     del self._pins[sha]
+
+
+def _commit_details(commit: CommitInfo) -> dict[str, str]:
+    return {"subject": commit.subject, "author": commit.author, "author_email": commit.author_email}
+
+
+def changed_versions(
+    before: DesiredState | None, after: DesiredState
+) -> list[dict[str, str | None]]:
+    """Per environment, group and app, the desired versions that differ (``from`` None: new,
+    ``to`` None: removed), sorted."""
+    old = {
+        (e, g, a): v
+        for e, env in (before.environments.items() if before else ())
+        for g, group in env.groups.items()
+        for a, v in group.apps.items()
+    }
+    new = {
+        (e, g, a): v
+        for e, env in after.environments.items()
+        for g, group in env.groups.items()
+        for a, v in group.apps.items()
+    }
+    return [
+        {
+            "environment": e,
+            "group": g,
+            "app": a,
+            "from": old.get((e, g, a)),
+            "to": new.get((e, g, a)),
+        }
+        for e, g, a in sorted(old.keys() | new.keys())
+        if old.get((e, g, a)) != new.get((e, g, a))
+    ]

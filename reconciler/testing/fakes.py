@@ -1,15 +1,15 @@
 """Small fakes of our own Protocols, for fast logic tests of the rollout engine and the reconcile.
 
-Each fake implements exactly one Protocol of ``rollout.ports`` (mypy checks the assignments at
-the end of this module, so a fake cannot drift from the Protocol it stands in for). The real
-adapters are tested against the real things (ansible-runner, HTTP servers, Git, SQLite);
-end-to-end tiers use no fake at all.
+Each fake implements exactly one Protocol of ``rollout.ports`` or ``record`` (mypy checks the
+assignments at the end of this module, so a fake cannot drift from the Protocol it stands in
+for). The real adapters are tested against the real things (ansible-runner, HTTP servers, Git,
+SQLite); end-to-end tiers use no fake at all.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,10 @@ from reconciler.desired.schema import HealthCheck
 from reconciler.edges.ansible import HostResult, PlaybookRun, Runner, RunResult
 from reconciler.edges.gates import GateChecker, GateResult, GateTarget
 from reconciler.edges.git import PushResult
+from reconciler.record import Event, EventSink
 from reconciler.rollout.ports import Reverter, SourceStage
 from reconciler.source.refresh import DesiredSnapshot
-from reconciler.states import ChangeKind, HostStatus, PushStatus, RunOutcome
+from reconciler.states import ChangeKind, EventKind, HostStatus, PushStatus, RunOutcome, Severity
 
 
 class FakeRunner:
@@ -147,8 +148,54 @@ class StaticSource:
         yield
 
 
+class RecordingSink:
+    """An ``EventSink`` that keeps what is emitted, in order, as ``Event`` records (ids 1, 2,
+    ...; severity defaulted as the real sink does)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._lock = threading.Lock()
+
+    def emit(
+        self,
+        kind: EventKind,
+        *,
+        summary: str,
+        environment: str | None = None,
+        group: str | None = None,
+        rollout_id: str | None = None,
+        commit: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        severity: Severity | None = None,
+    ) -> None:
+        from reconciler.record.events import SEVERITY
+
+        with self._lock:
+            self.events.append(
+                Event(
+                    len(self.events) + 1,
+                    0.0,
+                    kind,
+                    severity or SEVERITY[kind],
+                    summary,
+                    environment,
+                    group,
+                    rollout_id,
+                    commit,
+                    dict(details or {}),
+                )
+            )
+
+    def kinds(self) -> list[str]:
+        return [str(e.kind) for e in self.events]
+
+    def of(self, kind: EventKind) -> list[Event]:
+        return [e for e in self.events if e.kind is kind]
+
+
 # Checked by mypy: each fake satisfies the Protocol it stands in for.
 _runner: Runner = FakeRunner()
 _checker: GateChecker = FakeChecker()
 _reverter: Reverter = FakeReverter()
 _source: SourceStage = StaticSource(DesiredSnapshot(None, None, None))
+_sink: EventSink = RecordingSink()

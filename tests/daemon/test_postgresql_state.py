@@ -46,6 +46,14 @@ def test_the_daemon_on_postgresql_converges_and_rides_out_an_outage(
         wait_for(lambda: daemon.converged("1.1.0"), 180, "convergence after the outage")
         with PostgresStateStore.open(url, read_only=True) as store:
             assert store.unfinished_rollouts() == []
+            stored = store.events(environment="prod", limit=500, oldest_first=True)
+        # The event log lives in PostgreSQL too: both bumps are told, in order, over the API.
+        page = daemon.get("/api/v1/events?environment=prod&kind=rollout_succeeded&limit=50")
+        told = [e["group"] for e in page.json()["events"]]
+        assert told.count("web") >= 2 and told.count("worker") >= 1, told
+        ids = [e.id for e in stored]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+        assert {e.kind for e in stored} >= {"commit_accepted", "rollout_started", "step_finished"}
         assert daemon.stop() == 0
         assert not any(e.get("event") == "reconcile_crashed" for e in daemon.events())
     finally:

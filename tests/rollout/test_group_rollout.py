@@ -8,6 +8,7 @@ only the playbook runner, the health checker and the Git reverter are the small 
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import pytest
@@ -215,6 +216,32 @@ def test_bake_holds_each_step_between_two_gate_checks(store):
         "after_step",
         "after_bake",
     ]
+
+
+def test_each_bake_end_is_journalled_before_the_bake_starts(store):
+    """The web page counts down to ``bake_until`` of the step that bakes."""
+    seen: list = []
+
+    class Watch(BakeClock):
+        def wait(self, timeout=None):
+            [rollout] = store.rollouts("prod")
+            seen.append(([s.bake_until for s in store.steps(rollout.id)], time.time(), timeout))
+            return False
+
+    run(store, group("2", bake=30), on_v1(), cancel=Watch([]))
+    assert len(seen) == 3
+    for n, (ends, now, timeout) in enumerate(seen, start=1):
+        assert None not in ends[: n - 1], "earlier steps keep theirs"
+        assert ends[n:] == [], "later steps are not journalled yet"
+        assert now - 5 < ends[n - 1] - timeout <= now  # this step's: now + the bake
+    [rollout] = store.rollouts("prod")
+    assert all(s.bake_until is not None for s in store.steps(rollout.id))
+
+
+def test_without_a_bake_no_bake_end_is_journalled(store):
+    run(store, group("2"), on_v1())
+    [rollout] = store.rollouts("prod")
+    assert [s.bake_until for s in store.steps(rollout.id)] == [None, None, None]
 
 
 def test_a_failure_found_after_bake_still_rolls_back(store):

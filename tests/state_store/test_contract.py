@@ -35,13 +35,13 @@ def rollout(id="ro1", env="prod", started=1.0, state="running", run_id="run1", g
 def step(rollout_id="ro1", phase="deploy", index=1, state="running", started=2.0, **changes):
     fields = dict(
         percent=10, hosts=("h1",), host_results={}, gate_results=[], run_dir="", finished=None,
-        attempts=(),
+        attempts=(), bake_until=None,
     )  # fmt: skip
     fields.update(changes)
     return StepRecord(
         rollout_id, phase, index, fields["percent"], fields["hosts"], state,
         fields["host_results"], fields["gate_results"], fields["run_dir"], started,
-        fields["finished"], fields["attempts"],
+        fields["finished"], fields["attempts"], fields["bake_until"],
     )  # fmt: skip
 
 
@@ -443,3 +443,6 @@ def test_rollout_trigger_and_step_attempts_round_trip(store):
     assert store.rollout("ro1").trigger is RolloutTrigger.SELF_HEAL
     assert list(store.steps("ro1")[0].attempts) == attempts
     assert rollout().trigger is RolloutTrigger.CHANGE, "the default"
+    assert store.steps("ro1")[0].bake_until is None
+    store.journal_step(step(attempts=attempts, bake_until=1234.5))
+    assert store.steps("ro1")[0].bake_until == 1234.5, "a journalled step gains its bake end"

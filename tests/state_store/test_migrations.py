@@ -9,6 +9,7 @@ import pytest
 
 from reconciler import record
 from reconciler.record import migrations
+from reconciler.states import EventKind, Severity
 
 SHIPPED = migrations.available
 
@@ -178,18 +179,25 @@ def test_a_reserved_version_may_be_missing_and_only_its_own_name_fills_it(tmp_pa
 
 
 def test_a_reserved_migration_merged_later_is_applied_after_the_newer_ones(backend, monkeypatch):
-    """A database already at the newest version gets the reserved version once its file
-    ships (the branch holding it merged): nothing else runs again."""
-    store = backend.open()
-    store.close()
-    before = applied(backend)
-    assert 3 not in dict(before)
-
-    def available(dialect: str) -> tuple[migrations.Migration, ...]:
-        events = migrations.Migration(3, "events", "CREATE TABLE events_probe (id integer)")
-        return tuple(sorted((*SHIPPED(dialect), events), key=lambda m: m.version))
-
-    monkeypatch.setattr(migrations, "available", available)
+    """A database made while version 3 was reserved (1, 2 and 4 applied: main between the
+    merges of issue 13 and issue 14) gets the events table once 3 ships, and nothing else
+    runs again; the event log works on it."""
+    monkeypatch.setattr(
+        migrations,
+        "available",
+        lambda dialect: tuple(m for m in SHIPPED(dialect) if m.version != 3),
+    )
     backend.open().close()
-    assert applied(backend) == sorted([*before, (3, "events")])
-    assert backend.execute("SELECT count(*) FROM events_probe") == [(0,)]
+    before = applied(backend)
+    assert 3 not in dict(before) and 4 in dict(before)
+
+    monkeypatch.undo()
+    store = backend.open()
+    try:
+        assert applied(backend) == sorted([*before, (3, "events")])
+        event = store.append_event(
+            record.Event(None, 1.0, EventKind.SOURCE_DOWN, Severity.ERROR, "git is down")
+        )
+        assert [e.id for e in store.events()] == [event.id]
+    finally:
+        store.close()

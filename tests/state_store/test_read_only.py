@@ -30,6 +30,7 @@ def populate(store) -> None:
     store.update_environment("prod", 3.0, last_result="applied", last_applied_commit="c1")
     store.set_quarantine(QuarantineRecord("prod", "api", "fp", "c0", "ro0", "r", "", 0.5))
     store.set_meta("last_valid_commit", "c1")
+    store.append_event(record.Event(None, 3.0, "rollout_succeeded", "info", "done", "prod"))
 
 
 def read_everything(store) -> dict[str, object]:
@@ -49,6 +50,8 @@ def read_everything(store) -> dict[str, object]:
         "quarantine": store.quarantine("prod", "api"),
         "quarantines": store.quarantines(),
         "get_meta": store.get_meta("last_valid_commit"),
+        "events": store.events(),
+        "newest_event_id": store.newest_event_id(),
     }
 
 
@@ -74,13 +77,17 @@ WRITES = {
     ),
     "clear_quarantine": lambda s: s.clear_quarantine("prod", "api"),
     "set_meta": lambda s: s.set_meta("last_valid_commit", "c9"),
+    "append_event": lambda s: s.append_event(
+        record.Event(None, 9.0, "source_down", "error", "down")
+    ),
+    "prune_events": lambda s: s.prune_events(keep=0),
 }
 
 
 def test_every_method_is_covered_as_a_read_or_a_write(backend):
     roles = (
         record.DeployedVersions, record.RunJournal, record.RolloutJournal,
-        record.EnvironmentStates, record.Quarantines, record.Meta,
+        record.EnvironmentStates, record.Quarantines, record.Meta, record.Events,
     )  # fmt: skip
     methods = {name for role in roles for name in vars(role) if not name.startswith("_")}
     reads = set(read_everything(backend.open(read_only=True)))
@@ -105,6 +112,8 @@ def test_a_missing_database_reads_as_empty_and_is_not_created(backend):
         "quarantine": None,
         "quarantines": [],
         "get_meta": None,
+        "events": [],
+        "newest_event_id": 0,
     }
     with pytest.raises(record.StoreError, match="read-only"):
         store.set_meta("x", "y")

@@ -16,6 +16,7 @@ from reconciler.states import EnvironmentResult, Phase, RolloutState, StepState
 RECORD_DIR = Path(record.__file__).parent
 
 FIELDS = {
+    record.Event: "id at kind severity summary environment group rollout_id commit details",
     record.DeployedVersion: "environment host app version group commit rollout_id deployed_at",
     record.RunRecord: "id environment commit started_at finished_at result summary",
     record.RolloutRecord: (
@@ -23,7 +24,7 @@ FIELDS = {
     ),
     record.StepRecord: (
         "rollout_id phase index percent hosts state host_results gate_results run_dir "
-        "started_at finished_at attempts"
+        "started_at finished_at attempts bake_until"
     ),
     record.QuarantineRecord: (
         "environment group fingerprint commit rollout_id reason revert created_at"
@@ -80,7 +81,9 @@ def test_the_package_exports_types_protocols_and_the_error():
         "DeployedVersion", "RunRecord", "RolloutRecord", "StepRecord", "QuarantineRecord",
         "EnvironmentStatus", "DeployedVersions", "RunJournal", "RolloutJournal",
         "EnvironmentStates", "EnvironmentFields", "Quarantines", "Meta", "StateStore",
-        "StoreError", "StoreUnavailable", "ObservedVersion", "DriftMark", "ObservedState",
+        "StoreError", "ObservedVersion", "DriftMark", "ObservedState", "Event", "Events",
+        "EventSink", "SilentSink",
+        "StoreUnavailable",
         "Lease", "Replica", "Leases", "Fenced", "SyncRequests",
     }  # fmt: skip
     assert set(record.__all__) == expected
@@ -91,6 +94,7 @@ def test_state_store_is_the_union_of_the_roles():
     roles = (
         record.DeployedVersions, record.RunJournal, record.RolloutJournal,
         record.EnvironmentStates, record.Quarantines, record.ObservedState, record.Meta,
+        record.Events,
     )  # fmt: skip
     assert set(record.StateStore.__mro__) >= set(roles)
     methods = {n for role in roles for n in vars(role) if not n.startswith("_")}

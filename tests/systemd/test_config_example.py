@@ -27,7 +27,8 @@ def model_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
 
 def document_keys(document: Any, model: type[BaseModel], prefix: str = "") -> set[str]:
     """The dotted keys a YAML document sets, read along the model's sections (a mapping that is a
-    value, such as ``execution.extra_envvars``, is one key; a key the model lacks is kept)."""
+    value, such as ``execution.extra_envvars``, is one key; a list of sections, such as
+    ``notifications.routes``, is read item by item; a key the model lacks is kept)."""
     keys: set[str] = set()
     fields = {field.alias or name: field for name, field in model.model_fields.items()}
     for key, value in document.items():
@@ -35,6 +36,14 @@ def document_keys(document: Any, model: type[BaseModel], prefix: str = "") -> se
         section = _section_model(field.annotation) if field else None
         if section and isinstance(value, dict):
             keys |= document_keys(value, section, f"{prefix}{key}.")
+        elif (
+            section
+            and isinstance(value, list)
+            and value
+            and all(isinstance(v, dict) for v in value)
+        ):
+            for item in value:
+                keys |= document_keys(item, section, f"{prefix}{key}.")
         else:
             keys.add(prefix + key)
     return keys

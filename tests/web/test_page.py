@@ -96,6 +96,8 @@ def test_a_bad_version_rolls_out_and_back_live(page, daemon, tmp_path):
     title = page.wait_text("rolled back", "h1", timeout=180)
     assert "running" in first and "prod/web" in title
     assert page.same_document(), "the rollout page updated itself"
+    # ... from the events stream (each kind is a named SSE event), never falling back to polling
+    assert page.text("#live") == "live (events)"
 
     revert = setup.remote.remote_head()
     assert revert != bad
@@ -129,8 +131,11 @@ def test_a_rejected_commit_shows_its_file_line_problem(page, daemon, tmp_path):
         "environment: prod\n", 'environment: prod\n"<img src=x onerror=alert(1)>": 1\n'
     )
     rejected = remote.commit("hostile", {"environments/prod.yaml": text})
+    assert daemon.github_push(secret="not-the-secret").status_code == 401
     assert daemon.github_push().status_code == 202
     problems = page.wait_text("environments/prod.yaml:2", ".problems", timeout=60)
+    deliveries = page.text("table.webhooks tbody")  # newest first, since the daemon started
+    assert deliveries.index("triggered") < deliveries.index("unauthorized")
     assert "<img src=x onerror=alert(1)>" in problems
     assert page.driver.find_elements(By.CSS_SELECTOR, "main img") == []
     assert rejected[:12] in page.text(".rejected")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 
 from reconciler.report import server, web
-from reconciler.report.history import Rollout
+from reconciler.report.history import Rollout, Step
 from reconciler.report.status import (
     CommitView,
     EnvironmentDetail,
@@ -17,7 +17,7 @@ from reconciler.report.status import (
 )
 from tests.daemon.test_api_limits import READ, _serve
 
-PAGES = ("/", "/history", "/source", "/environments/prod", "/static/web-1.js")
+PAGES = ("/", "/history", "/source", "/environments/prod", "/static/web-2.js")
 
 
 def test_a_read_token_closes_the_page_too(tmp_path):
@@ -30,7 +30,7 @@ def test_a_read_token_closes_the_page_too(tmp_path):
             fleet = http.get("/", headers=token)
             assert fleet.status_code == 200 and "<h1>Fleet</h1>" in fleet.text
             assert "script-src 'self'" in fleet.headers["content-security-policy"]
-            assert http.get("/static/web-1.js", headers=token).status_code == 200
+            assert http.get("/static/web-2.js", headers=token).status_code == 200
             assert http.get("/rollouts/nope", headers=token).status_code == 404
             assert http.get("/environments/nope", headers=token).status_code == 404
 
@@ -117,3 +117,47 @@ def test_everything_from_git_is_escaped():
         assert "<script>alert" not in page
         assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
     assert "suspended" in pages[0] and "environments/prod.yaml:3" in pages[0]
+
+
+def test_a_baking_step_counts_down_to_its_bake_end_and_then_says_when_it_ended():
+    def rollout(state: str, checkpoints: list[str]) -> Rollout:
+        step = Step(
+            phase="deploy", index=1, percent=50, hosts=["web-01"], state="succeeded",
+            host_results={}, started_at=0, finished_at=10, bake_until=1_900_000_000.0,
+            gate_results=[
+                {"gate": "http", "host": "web-01", "passed": True, "checkpoint": c}
+                for c in checkpoints
+            ],
+        )  # fmt: skip
+        return Rollout(
+            id="r1", environment="prod", group="web", commit=None, apps={"shop": "2"},
+            state=state, reason="", started_at=0, finished_at=None, revert=None, steps=[step],
+        )  # fmt: skip
+
+    baking = web.render_rollout(rollout("running", ["after_step"]))
+    assert "baking" in baking and "data-countdown" in baking
+    assert 'datetime="2030-03-17T17:46:40Z" data-countdown' in baking
+    baked = web.render_rollout(rollout("running", ["after_step", "after_bake"]))
+    assert "Baked until" in baked and "data-countdown" not in baked
+    plain = Step(
+        phase="deploy", index=1, percent=50, hosts=["web-01"], state="succeeded",
+        host_results={}, gate_results=[], started_at=0, finished_at=10,
+    )  # fmt: skip
+    unbaked = web.render_rollout(rollout("succeeded", []).model_copy(update={"steps": [plain]}))
+    assert "Bake" not in unbaked and "baking" not in unbaked
+
+
+def test_the_page_follows_the_events_stream_and_with_replicas_polls_as_well():
+    status = StatusView(
+        version="0", daemon=None, environments=[], quarantines=[],
+        source=SourceView(
+            url="u", branch="main", up=True, error="", valid_commit=None, rejected_commit=None,
+            problems=[], last_fetch_at=None,
+        ),
+    )  # fmt: skip
+    alone = web.render_source(status, events=web.Live(web.EVENTS_STREAM))
+    assert f'data-events="{web.EVENTS_STREAM}"' in alone and "data-backup-poll" not in alone
+    assert "rollout_rolled_back" in alone, "the stream's event names are listed for the script"
+    shared = web.render_source(status, events=web.Live(web.EVENTS_STREAM, 10_000))
+    assert 'data-backup-poll="10000"' in shared
+    assert "data-events" not in web.render_source(status), "no stream: the script polls"

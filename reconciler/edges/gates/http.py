@@ -7,7 +7,7 @@ redirects followed only to http/https, see ``web``) and succeeds when the status
 ``BODY_LIMIT`` bytes of the body. Details users see::
 
     GET <url> -> 200
-    GET <url> -> 500 (expected 200)
+    GET <url> -> 500 (expected 200), got '<start of the body>' ("got ''": an empty body)
     GET <url> -> 200, body does not contain '<text>' (got '<start of the body>')
     GET <url> -> error: Connection refused
     GET <url> -> only http and https URLs are allowed, not 'file'
@@ -51,11 +51,13 @@ def attempt(fields: Fields, timeout: float, context: Context) -> AttemptResult:
         return AttemptResult.failure(f"{what} -> {error}")
     except web.FetchError as error:
         return AttemptResult.failure(f"{what} -> error: {error}")
+    seen = short(got.body.decode("utf-8", "replace").strip(), 80)
     if got.status != fields.expect_status:
-        return AttemptResult.failure(f"{what} -> {got.status} (expected {fields.expect_status})")
+        return AttemptResult.failure(
+            f"{what} -> {got.status} (expected {fields.expect_status}), got {seen!r}"
+        )
     expected = fields.expect_body
     if expected is not None and expected.encode("utf-8") not in got.body:
-        seen = short(got.body.decode("utf-8", "replace").strip(), 80)
         return AttemptResult.failure(
             f"{what} -> {got.status}, body does not contain {short(expected)!r} (got {seen!r})"
         )

@@ -19,7 +19,8 @@ Contract (beyond ``record.protocols``; connections, errors and migrations: ``con
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -40,13 +41,14 @@ from reconciler.record.types import (
     DeployedVersion,
     DriftMark,
     EnvironmentStatus,
+    Event,
     ObservedVersion,
     QuarantineRecord,
     RolloutRecord,
     RunRecord,
     StepRecord,
 )
-from reconciler.states import EnvironmentResult, RolloutState, StepState
+from reconciler.states import EnvironmentResult, EventKind, RolloutState, Severity, StepState
 
 if TYPE_CHECKING:
     from reconciler.record.protocols import StateStore
@@ -54,6 +56,9 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStateStore"]
 
 _NEWEST_FIRST = "ORDER BY started_at DESC, seq DESC LIMIT %s"  # ties: last written first
+#: Appends to the event log take this transaction-level advisory lock: ids are drawn and
+#: committed in one order, so "after id N" never skips an event committed late.
+_EVENT_APPEND_LOCK = 0x7265636F6E657674  # "reconevt"
 _T = TypeVar("_T")
 
 
@@ -274,10 +279,7 @@ class PostgresStateStore:
 
     def journal_step(self, step: StepRecord) -> None:
         key = ("rollout_id", "phase", "step_index")
-        update = (
-            "hosts", "state", "host_results", "gate_results", "run_dir", "finished_at", "attempts",
-        )  # fmt: skip
-        self._write("rollout_steps", [rows.step_row(step)], key, update)
+        self._write("rollout_steps", [rows.step_row(step)], key, rows.STEP_UPDATE)
 
     def steps(self, rollout_id: str) -> list[StepRecord]:
         sql = "SELECT * FROM rollout_steps WHERE rollout_id = %s ORDER BY started_at, seq"
@@ -346,6 +348,47 @@ class PostgresStateStore:
                     f"DELETE FROM {table} WHERE environment = %s AND host = ANY(%s)".encode(),  # noqa: S608
                     (environment, sendable(list(hosts))),
                 )
+
+    # -- the event log
+    def append_event(self, event: Event) -> Event:
+        row = rows.event_row(event)
+        sql = rows.insert_sql("events", list(row), mark="%s") + " RETURNING id"
+        with self._transaction() as db:
+            db.execute(b"SELECT pg_advisory_xact_lock(%s)", (_EVENT_APPEND_LOCK,))
+            found = db.execute(sql.encode(), sendable(list(row.values()))).fetchone()
+        assert found is not None  # RETURNING gives the row's id
+        return dataclasses.replace(event, id=int(found[0]))
+
+    def events(
+        self,
+        *,
+        environment: str | None = None,
+        group: str | None = None,
+        kinds: Collection[EventKind] | None = None,
+        severities: Collection[Severity] | None = None,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int = 100,
+        oldest_first: bool = False,
+    ) -> list[Event]:
+        sql, params = rows.events_sql(
+            environment=environment, group=group, kinds=kinds, severities=severities,
+            after=after, before=before, limit=limit, oldest_first=oldest_first, mark="%s",
+        )  # fmt: skip
+        return self._read(rows.event, sql, params)
+
+    def newest_event_id(self) -> int:
+        found = self._read(lambda r: r["newest"] or 0, "SELECT MAX(id) AS newest FROM events")
+        return int(found[0]) if found else 0
+
+    def prune_events(self, *, keep: int | None = None, older_than: float | None = None) -> int:
+        with self._transaction() as db:
+            gone = 0
+            if keep is not None:
+                gone += db.execute(rows.prune_count_sql("%s").encode(), (keep,)).rowcount
+            if older_than is not None:
+                gone += db.execute(rows.prune_age_sql("%s").encode(), (older_than,)).rowcount
+            return gone
 
     # -- meta
     def get_meta(self, key: str) -> str | None:

@@ -1,5 +1,4 @@
 -- Issue 13: environments leased to replicas, with fencing tokens (record.postgresql.leases).
--- Version 3 is reserved for another branch (migrations.RESERVED).
 --
 -- leases: one row per environment ever leased. token comes from lease_tokens (strictly
 -- increasing over every environment), holder is the replica, expires_at is on the database's

@@ -1,9 +1,11 @@
-/* reconciler web page, script version 1 (vendored with the package; plain JS, no build step).
+/* reconciler web page, script version 2 (vendored with the package; plain JS, no build step).
  *
- * - Times: every <time datetime> is shown relative and absolute, in the viewer's zone.
+ * - Times: every <time datetime> is shown relative and absolute, in the viewer's zone; a
+ *   <time data-countdown> (a bake's end) is refreshed every second.
  * - Live: the page names the JSON API it shows in <body data-watch="...">. When the daemon
  *   serves an events stream (<body data-events="...">), each event triggers a check; without
- *   one, or when the stream fails, the script polls. When an answer changed, the page itself
+ *   one, or when the stream fails, the script polls. With several replicas it also polls
+ *   every data-backup-poll ms (a replica's stream carries only the events it emits). When an answer changed, the page itself
  *   is fetched again and its <main> swapped in place (one renderer: the server's templates).
  *   Requests go to this origin only.
  */
@@ -13,6 +15,8 @@
   var body = document.body;
   var watch = (body.getAttribute("data-watch") || "").split(" ").filter(Boolean);
   var eventsUrl = body.getAttribute("data-events");
+  var kinds = (body.getAttribute("data-event-kinds") || "").split(" ").filter(Boolean);
+  var backupPoll = parseInt(body.getAttribute("data-backup-poll") || "0", 10);
   var live = document.getElementById("live");
   var last = null;
   var busy = false;
@@ -38,8 +42,8 @@
     return "";
   }
 
-  function times(root) {
-    var nodes = root.querySelectorAll("time[datetime]");
+  function times(root, selector) {
+    var nodes = root.querySelectorAll(selector || "time[datetime]");
     for (var i = 0; i < nodes.length; i++) {
       var node = nodes[i];
       var date = new Date(node.getAttribute("datetime"));
@@ -123,15 +127,19 @@
       return;
     }
     source.onopen = function () { say("live (events)"); };
-    source.onmessage = check;
     source.onerror = function () { source.close(); poll(); };
-    ["rollout", "step", "gate", "status", "source"].forEach(function (name) {
-      source.addEventListener(name, check);
-    });
+    // Each event is named by its kind (event: rollout_started ...); the page lists them all.
+    kinds.forEach(function (name) { source.addEventListener(name, check); });
+    source.addEventListener("end", function () { source.close(); poll(); });  // daemon stops
+    if (backupPoll > 0) {  // several replicas: this one's stream has only its own events
+      window.setInterval(function () { if (!document.hidden) { check(); } }, backupPoll);
+    }
   }
 
   times(document);
   window.setInterval(function () { times(document); }, 15000);
+  // A bake's end counts down every second.
+  window.setInterval(function () { times(document, "time[data-countdown]"); }, 1000);
   if (!watch.length) { body.setAttribute("data-live", "ready"); return; }
   if (eventsUrl && window.EventSource) { stream(); } else { poll(); }
   document.addEventListener("visibilitychange", function () { if (!document.hidden) { check(); } });
