@@ -147,6 +147,7 @@ class Daemon:
             branch=self.settings.source.branch,
             daemon=self.describe(),
             now=time.time(),
+            owners=self._owners(),
         )
 
     def environments(
@@ -159,7 +160,16 @@ class Daemon:
             only=only,
             with_hosts=with_hosts,
             now=time.time(),
+            owners=self._owners(),
         )
+
+    def _owners(self) -> read_model.Owners:
+        """Who owns what: the leases table (replicas), else this daemon owns everything
+        (SQLite: the state-dir flock; named as a replica would be)."""
+        if self.replication is not None:
+            return read_model.lease_owners(self.replication.ownership.leases)
+        name = self.settings.state.replica or f"{os.uname().nodename}-{os.getpid()}"
+        return read_model.sole_owner(name)
 
     def in_force(self) -> list[str]:
         snapshot = self.snapshot
