@@ -13,7 +13,9 @@ Contract (``GroupRollout.run``); every decision comes from ``plan.policy``, this
   ``rolled_back`` (``failed`` if the rollback itself failed) with the reason, the group's desired
   versions are quarantined, and a revert commit is pushed; once pushed, ``on_reverted`` is
   called (the caller makes the revert the commit in force). Hosts of later steps are never
-  touched.
+  touched. With replicas the revert is pushed only when the lease is confirmed right before
+  the push (``Adapters.lease``): a replica that lost it pushes nothing (the revert stays
+  pending; the new holder resumes the rollout).
 * A rollout through every step ends ``succeeded``, or ``degraded`` when hosts failed within
   ``max_failed_hosts`` (the group outcome says ``degraded`` too).
 * A self-heal rollout (``trigger=SELF_HEAL``: hosts that run something else than reconciler
@@ -362,6 +364,11 @@ class GroupRollout:
             return RevertOutcome(None, "no Git source to push to; revert the commit by hand")
         if not restore:
             return RevertOutcome(None, "no last good version to restore; revert the commit by hand")
+        if self.a.lease is not None and not self.a.lease.confirm():  # Git cannot fence
+            log.warning("revert_withheld", reason="lease not held")
+            return RevertOutcome(
+                None, "not pushed: this replica no longer holds the environment's lease"
+            )
         result = self.a.reverter.revert_rollout(
             RevertRequest(
                 environment=self.environment.name,

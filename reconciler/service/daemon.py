@@ -440,7 +440,9 @@ class Daemon:
         if token is None:
             log.info("reconcile_skipped", environment=name, reason="not this replica's")
             return None
-        return self.reconciler.with_store(self.replication.fenced(token))
+        return self.reconciler.with_store(
+            self.replication.fenced(token), self.replication.lease(name, token)
+        )
 
     def _lease_gained(self, lease: Lease) -> None:
         self.metrics.lease_transitions.labels(lease.environment, "acquired").inc()
@@ -448,7 +450,8 @@ class Daemon:
         if snapshot is not None and lease.environment not in self.running():
             assert self.replication is not None
             fenced = self.replication.fenced(lease.token)
-            resumed = self.reconciler.with_store(fenced).resume_interrupted(
+            check = self.replication.lease(lease.environment, lease.token)
+            resumed = self.reconciler.with_store(fenced, check).resume_interrupted(
                 snapshot, only=lease.environment
             )
             if resumed:

@@ -163,3 +163,20 @@ def test_standing_down_hands_over_at_once(replicas):
     rounds(replicas, ["replica-b", "replica-c"], times=1)
     assert set(owners(replicas, ["replica-b", "replica-c"])) == set(ENVIRONMENTS)
     assert mine <= set(owners(replicas, ["replica-b", "replica-c"]))
+
+
+def test_confirm_answers_only_for_a_held_trusted_and_live_lease(replicas, postgres_url):
+    """What the Git revert push asks right before pushing (``Ownership.confirm``)."""
+    rounds(replicas)
+    environment, holder = sorted(owners(replicas).items())[0]
+    ownership = replicas[holder][0]
+    token = ownership.token(environment)
+    assert token is not None and ownership.confirm(environment, token)
+    assert not ownership.confirm(environment, token + 1000), "another token"
+    other = next(r for r in REPLICAS if r != holder)
+    assert not replicas[other][0].confirm(environment, token), "not its lease"
+    ownership.clock.now += ownership.ttl  # paused past its trust: nothing unfenced
+    assert not ownership.confirm(environment, token)
+    ownership.clock.now -= ownership.ttl
+    expire(postgres_url, holder)  # lapsed in the database (another may take it now)
+    assert not ownership.confirm(environment, token)
