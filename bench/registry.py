@@ -25,6 +25,7 @@ MODULES: tuple[str, ...] = (
     "bench.parallel_groups",
     "bench.web_page",
     "bench.store",
+    "bench.replicas",
 )
 
 MEASURED, DERIVED, EXTRAPOLATED, SINGLE = "measured", "derived", "extrapolated", "single run"
