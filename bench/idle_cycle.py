@@ -132,9 +132,14 @@ def prepare(base: Path, hosts: int) -> DesiredRepo:
     return repo
 
 
-def new_reconciler(repo: DesiredRepo, state_dir: Path, hosts: int) -> Reconciler:
-    """A ``Reconciler`` on a new state dir whose store already records every desired version."""
-    reconciler = wiring.build(Settings(state_dir=state_dir, source={"url": repo.url}))
+def new_reconciler(
+    repo: DesiredRepo, state_dir: Path, hosts: int, state: dict[str, object] | None = None
+) -> Reconciler:
+    """A ``Reconciler`` on a new state dir whose store already records every desired version
+    (``state``: the ``state`` settings, e.g. a PostgreSQL ``url``; default SQLite)."""
+    reconciler = wiring.build(
+        Settings(state_dir=state_dir, source={"url": repo.url}, state=state or {})
+    )
     now = time.time()
     reconciler.store.record_deployed(
         [

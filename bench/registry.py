@@ -26,6 +26,7 @@ MODULES: tuple[str, ...] = (
     "bench.notify_delay",
     "bench.web_page",
     "bench.store",
+    "bench.replicas",
 )
 
 MEASURED, DERIVED, EXTRAPOLATED, SINGLE = "measured", "derived", "extrapolated", "single run"

@@ -176,7 +176,14 @@ def status(config: ConfigOption = None, output: OutputOption = Output.TABLE) -> 
     snapshot = None
     if loaded.source.url:
         snapshot = wiring.desired_source(loaded, store, record=False).refresh(fetch=False)
-    view = read_model.build(store, snapshot, url=loaded.source.url, branch=loaded.source.branch)
+    holders = wiring.lease_holders(store)  # PostgreSQL: the replicas' leases; SQLite: nobody
+    view = read_model.build(
+        store,
+        snapshot,
+        url=loaded.source.url,
+        branch=loaded.source.branch,
+        owners=read_model.lease_owners(holders) if holders is not None else None,
+    )
     terminal.status(console, view, output, "state store")
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "EnvironmentStates",
     "Events",
     "Fenced",
+    "LeaseHolders",
     "Leases",
     "Meta",
     "ObservedState",
@@ -324,6 +325,15 @@ class Leases(Protocol):
     def release(self, lease: Lease) -> None:
         """Give the lease up now (no-op when it is no longer ours)."""
         ...
+
+    def leases(self) -> list[Lease]:
+        """Every lease ever granted (live or not), by environment."""
+        ...
+
+
+class LeaseHolders(Protocol):
+    """Who holds which environment's lease: what the status read model reads (every
+    ``Leases`` is one; a read-only server store serves it too)."""
 
     def leases(self) -> list[Lease]:
         """Every lease ever granted (live or not), by environment."""

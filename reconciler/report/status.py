@@ -18,7 +18,15 @@ inputs, so the API, the CLI and the metrics cannot disagree:
 * per group, its maintenance windows: whether one is open at ``now`` and when the next one
   opens (only when the caller passes ``now``; the read model has no clock of its own);
 * the source says which commit is in force (with author and subject), whether the newest
-  commit was rejected and why, and whether the last fetch worked.
+  commit was rejected and why, and whether the last fetch worked;
+* per environment, its ``owner``: the replica that reconciles it (``Owners``). With
+  PostgreSQL, the holder of its live lease as the leases table says (``record.LeaseHolders``),
+  with the lease's expiry and fencing token, the same answer on every replica; null while no
+  replica holds a live lease (before the first round, or between a crash and the takeover).
+  With SQLite there is one daemon per state (the state-dir flock): the daemon reports itself
+  as the owner of every environment, with no expiry and no token; read from the store
+  without a daemon (``reconciler status`` with no daemon running), the owner is null: nobody
+  reconciles.
 
 The models are pydantic models: the API returns them as they are, the CLI parses the daemon's
 JSON back into them, so both render the very same objects.
@@ -37,7 +45,13 @@ from reconciler.desired import windows
 from reconciler.desired.model import GroupDesired
 from reconciler.plan import observed as drift_model
 from reconciler.plan import policy
-from reconciler.record import DriftMark, EnvironmentStatus, ObservedVersion, QuarantineRecord
+from reconciler.record import (
+    DriftMark,
+    EnvironmentStatus,
+    LeaseHolders,
+    ObservedVersion,
+    QuarantineRecord,
+)
 from reconciler.source import facts
 from reconciler.source.refresh import DesiredSnapshot
 from reconciler.states import DriftClass
@@ -128,6 +142,44 @@ class HostApp(BaseModel):
     flapping: bool = False
 
 
+class OwnerView(BaseModel):
+    replica: str = Field(description="The replica that reconciles the environment.")
+    expires_at: float | None = Field(
+        default=None, description="When its lease lapses unless renewed (null: SQLite, no lease)."
+    )
+    fencing_token: int | None = Field(
+        default=None, description="The lease's fencing token (null: SQLite, no lease)."
+    )
+
+
+class Owners(BaseModel):
+    """Who owns what: ``leases`` per environment, or ``everything`` for one daemon."""
+
+    leases: dict[str, OwnerView] = Field(default_factory=dict)
+    everything: OwnerView | None = None
+
+    def of(self, environment: str) -> OwnerView | None:
+        return self.leases.get(environment, self.everything)
+
+
+def lease_owners(holders: LeaseHolders) -> Owners:
+    """The live leases of the leases table (PostgreSQL: the same on every replica)."""
+    return Owners(
+        leases={
+            lease.environment: OwnerView(
+                replica=lease.holder, expires_at=lease.expires_at, fencing_token=lease.token
+            )
+            for lease in holders.leases()
+            if lease.live
+        }
+    )
+
+
+def sole_owner(replica: str) -> Owners:
+    """One daemon owns every environment (SQLite: the state-dir flock)."""
+    return Owners(everything=OwnerView(replica=replica))
+
+
 class EnvironmentView(BaseModel):
     name: str
     suspended: bool
@@ -138,6 +190,9 @@ class EnvironmentView(BaseModel):
     last_applied_commit: str | None
     updated_at: float | None
     last_success_at: float | None = None
+    owner: OwnerView | None = Field(
+        default=None, description="The replica reconciling it (null: none now, or no daemon)."
+    )
     groups: list[GroupView]
 
 
@@ -269,9 +324,11 @@ def environment_views(
     only: str | None = None,
     with_hosts: bool = False,
     now: float | None = None,
+    owners: Owners | None = None,
 ) -> list[EnvironmentDetail]:
-    """Per environment (or only one): its state in the store, groups and drift, hosts;
-    maintenance windows as of ``now`` (epoch seconds), when given."""
+    """Per environment (or only one): its state in the store, groups and drift, hosts, its
+    owner (from ``owners``: none when not given); maintenance windows as of ``now`` (epoch
+    seconds), when given."""
     state = snapshot.state if snapshot else None
     statuses = {s.environment: s for s in store.environment_statuses()}
     held = {(q.environment, q.group) for q in _holding(store, snapshot)}
@@ -322,6 +379,7 @@ def environment_views(
                 last_applied_commit=status.last_applied_commit,
                 updated_at=status.updated_at,
                 last_success_at=facts.last_success(store, name),
+                owner=owners.of(name) if owners is not None else None,
                 groups=groups,
                 hosts=hosts,
             )
@@ -337,8 +395,10 @@ def build(
     branch: str,
     daemon: DaemonView | None = None,
     now: float | None = None,
+    owners: Owners | None = None,
 ) -> StatusView:
-    """The whole status: source, every environment with its groups, holding quarantines."""
+    """The whole status: source, every environment with its groups and owner, holding
+    quarantines."""
     reconciling = daemon.running if daemon is not None else {}
     return StatusView(
         version=__version__,
@@ -346,7 +406,9 @@ def build(
         source=source_view(store, snapshot, url, branch),
         environments=[
             EnvironmentView(**view.model_dump(exclude={"hosts"}))
-            for view in environment_views(store, snapshot, reconciling=reconciling, now=now)
+            for view in environment_views(
+                store, snapshot, reconciling=reconciling, now=now, owners=owners
+            )
         ],
         quarantines=[
             QuarantineView(

@@ -102,9 +102,10 @@ def status(console: Console, view: StatusView, output: Output, via: str) -> None
                 "attempted": short(env.last_attempted_commit),
                 "suspended": "yes" if env.suspended else "no",
                 "updated": when(env.updated_at),
+                "owner": env.owner.replica if env.owner else "-",
             }
         )
-    columns = ["environment", "result", "hosts in sync", "applied"]
+    columns = ["environment", "result", "hosts in sync", "applied", "owner"]
     if wide:
         columns += ["attempted", "suspended", "updated"]
     else:  # drop optional columns rather than cut a name short

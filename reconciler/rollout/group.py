@@ -13,7 +13,9 @@ Contract (``GroupRollout.run``); every decision comes from ``plan.policy``, this
   ``rolled_back`` (``failed`` if the rollback itself failed) with the reason, the group's desired
   versions are quarantined, and a revert commit is pushed; once pushed, ``on_reverted`` is
   called (the caller makes the revert the commit in force). Hosts of later steps are never
-  touched.
+  touched. With replicas the revert is pushed only when the lease is confirmed right before
+  the push (``Adapters.lease``): a replica that lost it pushes nothing (the revert stays
+  pending; the new holder resumes the rollout).
 * A rollout through every step ends ``succeeded``, or ``degraded`` when hosts failed within
   ``max_failed_hosts`` (the group outcome says ``degraded`` too).
 * A self-heal rollout (``trigger=SELF_HEAL``: hosts that run something else than reconciler
@@ -380,7 +382,7 @@ class GroupRollout:
         restore = policy.restore_versions(plan, self.touched)
         revert, failed = reverts.revert(
             self.a.reverter, self.environment, self.group, self.deployment.commit, restore,
-            reason, self.rollout_id,
+            reason, self.rollout_id, self.a.lease,
         )  # fmt: skip
         self.tell.reverted(revert, restore, failed, state is RolloutState.ROLLED_BACK)
         outcome = self._finish(state, group_state, reason, revert)

@@ -2,10 +2,11 @@
 
 The engine is given ``Adapters``: the state store (``record.StateStore``), a playbook
 ``Runner`` (``edges.ansible``), a ``GateChecker`` (``edges.gates``), a ``Reverter`` (the Git
-write-back, ``edges.git``), a ``Reporter`` and an ``EventSink`` (``record.events``: the event
-log; ``rollout.announcements`` says what a rollout tells it). Only ``service.wiring`` builds
-the real ones; ``reconciler.testing.fakes`` has small fakes that mypy checks against these
-Protocols.
+write-back, ``edges.git``), a ``Reporter``, an ``EventSink`` (``record.events``: the event
+log; ``rollout.announcements`` says what a rollout tells it) and, with replicas, the
+``LeaseCheck`` of the environment (asked right before the Git revert push, which no database
+can fence). Only ``service.wiring`` builds the real ones; ``reconciler.testing.fakes`` has
+small fakes that mypy checks against these Protocols.
 
 ``StopRequest`` is the cancel event of a rollout that also says why it stops: a newer commit
 (``superseded``) or a daemon shutdown (``interrupted``).
@@ -34,6 +35,7 @@ from reconciler.states import GateCheckpoint, Phase, StopReason
 
 __all__ = [
     "Adapters",
+    "LeaseCheck",
     "ObserverPort",
     "Reporter",
     "Reverter",
@@ -59,6 +61,17 @@ class Reverter(Protocol):
     """Pushes the revert commit of a rolled back group (``edges.git`` write-back)."""
 
     def revert_rollout(self, request: RevertRequest) -> PushResult: ...
+
+
+class LeaseCheck(Protocol):
+    """Whether this replica still holds the lease of the environment it rolls out.
+
+    Asked right before an act the database cannot fence: the Git revert push of a rollout.
+    False (lost, lapsed, or the database cannot confirm it): the act is not done; the lease's
+    new holder resumes the rollout and reverts itself.
+    """
+
+    def confirm(self) -> bool: ...
 
 
 class VersionReader(Protocol):
@@ -161,7 +174,8 @@ class StopRequest(threading.Event):
 
 @dataclass(frozen=True)
 class Adapters:
-    """Everything a rollout talks to. ``reverter=None``: nothing to push to (reverts pend)."""
+    """Everything a rollout talks to. ``reverter=None``: nothing to push to (reverts pend).
+    ``lease=None``: no lease to check (one daemon: the state-dir flock owns everything)."""
 
     store: StateStore
     runner: Runner
@@ -171,3 +185,4 @@ class Adapters:
     clock: Callable[[], float] = time.time
     observer: ObserverPort | None = None
     events: EventSink = field(default_factory=SilentSink)
+    lease: LeaseCheck | None = None

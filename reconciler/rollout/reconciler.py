@@ -40,7 +40,7 @@ from reconciler.plan.outcomes import EnvironmentOutcome, GroupOutcome
 from reconciler.record import EnvironmentFields, RolloutRecord, RunRecord, StateStore
 from reconciler.rollout import environment as groups
 from reconciler.rollout.group import Deployment, GroupRollout
-from reconciler.rollout.ports import Adapters, SourceStage, StopRequest
+from reconciler.rollout.ports import Adapters, LeaseCheck, SourceStage, StopRequest
 from reconciler.rollout.truth import HostTruth
 from reconciler.settings import Settings
 from reconciler.source import facts
@@ -82,12 +82,12 @@ class Reconciler:
     def refresh(self, *, fetch: bool = True) -> DesiredSnapshot:
         return self.source.refresh(fetch=fetch)
 
-    def with_store(self, store: StateStore) -> Reconciler:
+    def with_store(self, store: StateStore, lease: LeaseCheck | None = None) -> Reconciler:
         """This reconciler recording through ``store`` (a replica's view of the same database
-        whose writes carry its lease's fencing token); the source and the other adapters are
-        shared."""
+        whose writes carry its lease's fencing token), its Git revert pushes gated by
+        ``lease``; the source and the other adapters are shared."""
         view = copy.copy(self)
-        view.adapters = dataclasses.replace(self.adapters, store=store)
+        view.adapters = dataclasses.replace(self.adapters, store=store, lease=lease)
         view.store = store
         view.truth = HostTruth(self.settings, lambda: view.adapters)
         return view

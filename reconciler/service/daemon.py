@@ -165,6 +165,7 @@ class Daemon:
             branch=self.settings.source.branch,
             daemon=self.describe(),
             now=time.time(),
+            owners=self._owners(),
         )
 
     def environments(
@@ -177,7 +178,16 @@ class Daemon:
             only=only,
             with_hosts=with_hosts,
             now=time.time(),
+            owners=self._owners(),
         )
+
+    def _owners(self) -> read_model.Owners:
+        """Who owns what: the leases table (replicas), else this daemon owns everything
+        (SQLite: the state-dir flock; named as a replica would be)."""
+        if self.replication is not None:
+            return read_model.lease_owners(self.replication.ownership.leases)
+        name = self.settings.state.replica or f"{os.uname().nodename}-{os.getpid()}"
+        return read_model.sole_owner(name)
 
     def in_force(self) -> list[str]:
         snapshot = self.snapshot
@@ -468,7 +478,9 @@ class Daemon:
         if token is None:
             log.info("reconcile_skipped", environment=name, reason="not this replica's")
             return None
-        return self.reconciler.with_store(self.replication.fenced(token))
+        return self.reconciler.with_store(
+            self.replication.fenced(token), self.replication.lease(name, token)
+        )
 
     def _lease_gained(self, lease: Lease) -> None:
         self.metrics.lease_transitions.labels(lease.environment, "acquired").inc()
@@ -476,7 +488,8 @@ class Daemon:
         if snapshot is not None and lease.environment not in self.running():
             assert self.replication is not None
             fenced = self.replication.fenced(lease.token)
-            resumed = self.reconciler.with_store(fenced).resume_interrupted(
+            check = self.replication.lease(lease.environment, lease.token)
+            resumed = self.reconciler.with_store(fenced, check).resume_interrupted(
                 snapshot, only=lease.environment
             )
             if resumed:

@@ -14,6 +14,10 @@ Contract (several daemons on one PostgreSQL database; SQLite has one process and
   that was stopped (SIGSTOP, a long pause) thus trusts nothing until its next successful
   renewal, and never starts a step on a lapsed lease; if it writes anyway, the database
   refuses the stale token (``record.Fenced``).
+* ``confirm(environment, token)``: right before an act the database cannot fence (the Git
+  revert push), whether the lease with ``token`` is still this replica's: held, trusted by
+  the local clock, and renewed in the database now (so it outlasts the act by up to a
+  ``ttl``). A store error answers False: nothing unfenced is done on a doubt.
 * ``owners()``: ``environment -> replica`` of the leases this replica holds (what it exports
   as ``reconciler_environment_owner``; each replica exports its own, so sums are right).
 * ``stand_down()`` releases every lease and leaves the members (a clean stop hands over at
@@ -141,6 +145,21 @@ class Ownership:
         if mine is None or fresh or self.clock() - mine.renewed >= self.ttl - self.margin:
             return None
         return mine.lease.token
+
+    def confirm(self, environment: str, token: int) -> bool:
+        """The lease of ``environment`` with ``token`` is held and live now (see the contract)."""
+        with self._lock:
+            mine = self._held.get(environment)
+        if mine is None or mine.lease.token != token:
+            return False
+        if self.clock() - mine.renewed >= self.ttl - self.margin:
+            return False
+        try:
+            renewed = self.leases.renew(mine.lease, self.ttl)
+        except ReconcilerError as exc:
+            log.warning("lease_unconfirmed", environment=environment, error=str(exc))
+            return False
+        return renewed is not None
 
     def owners(self) -> dict[str, str]:
         with self._lock:

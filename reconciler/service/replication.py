@@ -11,6 +11,8 @@ Contract:
   this replica does not own it now (``Ownership.token``: within the trusted part of the
   lease). A reconcile starts only with a token, and writes only with it.
 * ``fenced(token)``: the state store whose writes carry ``token`` (same database, same pool).
+* ``lease(environment, token)``: the ``rollout.ports.LeaseCheck`` of that lease, asked right
+  before a Git revert push (``Ownership.confirm``).
 * ``notify(environment, reason)``: a webhook, ``POST /sync`` or a resume on any replica
   reaches the owner (errors logged: the poll interval is the fallback).
 * ``stop()`` ends both threads and stands down (releases the leases: another replica takes
@@ -24,11 +26,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import structlog
 
 from reconciler.errors import ReconcilerError
 from reconciler.record import Lease, StateStore, SyncRequests
+from reconciler.rollout.ports import LeaseCheck
 from reconciler.service.ownership import Ownership
 
 log = structlog.get_logger(__name__)
@@ -107,6 +111,9 @@ class Replication:
     def owners(self) -> dict[str, str]:
         return self.ownership.owners()
 
+    def lease(self, environment: str, token: int) -> LeaseCheck:
+        return _Confirm(self.ownership, environment, token)
+
     def notify(self, environment: str | None, reason: str) -> None:
         if reason == FROM_REPLICA:
             return
@@ -120,3 +127,15 @@ class Replication:
         for thread in self._threads:
             thread.join(timeout=30)
         self.ownership.stand_down()
+
+
+@dataclass(frozen=True)
+class _Confirm:
+    """``rollout.ports.LeaseCheck`` of one lease: ``Ownership.confirm``."""
+
+    ownership: Ownership
+    environment: str
+    token: int
+
+    def confirm(self) -> bool:
+        return self.ownership.confirm(self.environment, self.token)

@@ -32,7 +32,7 @@ from reconciler.edges.gates.versions import HttpVersions
 from reconciler.edges.git.auth import GitAuth
 from reconciler.edges.git.reader import GitSource
 from reconciler.edges.git.writer import WriteBack
-from reconciler.record import EventSink, SilentSink, StateStore, migrations
+from reconciler.record import EventSink, LeaseHolders, SilentSink, StateStore, migrations
 from reconciler.record.sqlite import SqliteStateStore
 from reconciler.report.commit_status import StatusWorker
 from reconciler.report.delivery import EventWorker
@@ -143,6 +143,14 @@ def replication(settings: Settings, store: StateStore, api: str = "") -> Replica
     name = settings.state.replica or f"{socket.gethostname()}-{os.getpid()}"
     leases = Ownership(PostgresLeases(store.connections), name, api, settings.state.lease_ttl)
     return Replication(leases, PostgresTriggers(store.connections), store.fenced)
+
+
+def lease_holders(store: StateStore) -> LeaseHolders | None:
+    """The leases table when the store is PostgreSQL (who owns what, read without a daemon);
+    else None."""
+    from reconciler.record.postgresql import PostgresLeases, PostgresStateStore
+
+    return PostgresLeases(store.connections) if isinstance(store, PostgresStateStore) else None
 
 
 def git_auth(settings: Settings) -> GitAuth:

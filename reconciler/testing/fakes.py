@@ -20,7 +20,7 @@ from reconciler.edges.ansible import HostResult, PlaybookRun, Runner, RunResult
 from reconciler.edges.gates import GateChecker, GateResult, GateTarget
 from reconciler.edges.git import PushResult
 from reconciler.record import Event, EventSink
-from reconciler.rollout.ports import Reverter, SourceStage
+from reconciler.rollout.ports import LeaseCheck, Reverter, SourceStage
 from reconciler.source.refresh import DesiredSnapshot
 from reconciler.states import ChangeKind, EventKind, HostStatus, PushStatus, RunOutcome, Severity
 
@@ -126,6 +126,22 @@ class FakeReverter:
         )
 
 
+class FakeLease:
+    """The lease of the environment rolled out: held while ``held`` is True (a test flips it);
+    ``on_confirm`` is called at each question (to see when it is asked)."""
+
+    def __init__(self, held: bool = True, on_confirm: Callable[[], None] | None = None) -> None:
+        self.held = held
+        self.on_confirm = on_confirm
+        self.confirmations = 0
+
+    def confirm(self) -> bool:
+        self.confirmations += 1
+        if self.on_confirm is not None:
+            self.on_confirm()
+        return self.held
+
+
 class StaticSource:
     """A source stage whose desired state is a fixed snapshot (refreshes return it)."""
 
@@ -197,5 +213,6 @@ class RecordingSink:
 _runner: Runner = FakeRunner()
 _checker: GateChecker = FakeChecker()
 _reverter: Reverter = FakeReverter()
+_lease: LeaseCheck = FakeLease()
 _source: SourceStage = StaticSource(DesiredSnapshot(None, None, None))
 _sink: EventSink = RecordingSink()

@@ -128,6 +128,17 @@ def test_three_replicas_share_six_environments_and_survive_the_loss_of_an_owner(
                 gauge = f'reconciler_group_hosts{{environment="{environment}",group="web"}} 2.0'
                 assert (gauge in text) == (environment in mine), "exported by the owner only"
 
+        # any replica's status shows the whole fleet and who owns what: a non-owner of env-0
+        # names the holder of every lease, as the leases table and the owners' metrics say
+        leases = holders(postgres_url)
+        asked = next(r for r in REPLICAS if r != leases["env-0"])
+        fleet = {e["name"]: e for e in daemons[asked].status()["environments"]}
+        assert sorted(fleet) == ENVIRONMENTS
+        for environment in ENVIRONMENTS:
+            owner = fleet[environment]["owner"]
+            assert owner is not None and owner["replica"] == leases[environment], environment
+            assert owner["fencing_token"] > 0 and owner["expires_at"] > 0
+
         # a sync request to a replica that does not own env-0 reaches its owner
         target = "env-0"
         owner = holders(postgres_url)[target]

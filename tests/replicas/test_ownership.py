@@ -163,3 +163,49 @@ def test_standing_down_hands_over_at_once(replicas):
     rounds(replicas, ["replica-b", "replica-c"], times=1)
     assert set(owners(replicas, ["replica-b", "replica-c"])) == set(ENVIRONMENTS)
     assert mine <= set(owners(replicas, ["replica-b", "replica-c"]))
+
+
+def test_confirm_answers_only_for_a_held_trusted_and_live_lease(replicas, postgres_url):
+    """What the Git revert push asks right before pushing (``Ownership.confirm``)."""
+    rounds(replicas)
+    environment, holder = sorted(owners(replicas).items())[0]
+    ownership = replicas[holder][0]
+    token = ownership.token(environment)
+    assert token is not None and ownership.confirm(environment, token)
+    assert not ownership.confirm(environment, token + 1000), "another token"
+    other = next(r for r in REPLICAS if r != holder)
+    assert not replicas[other][0].confirm(environment, token), "not its lease"
+    ownership.clock.now += ownership.ttl  # paused past its trust: nothing unfenced
+    assert not ownership.confirm(environment, token)
+    ownership.clock.now -= ownership.ttl
+    expire(postgres_url, holder)  # lapsed in the database (another may take it now)
+    assert not ownership.confirm(environment, token)
+
+
+def test_the_status_read_model_names_each_lease_holder_from_any_store(replicas, postgres_url):
+    """What ``/api/v1/status`` and ``reconciler status`` show: the leases table, the same
+    answer whichever replica (or a read-only store without a daemon) reads it."""
+    from reconciler.report import status as read_model
+    from reconciler.service import wiring
+    from reconciler.settings import Settings
+
+    rounds(replicas)
+    found = owners(replicas)
+    for environment in ENVIRONMENTS:
+        replicas[found[environment]][1].update_environment(environment, 1.0, last_error="")
+    settings = Settings(state={"url": postgres_url})
+    with wiring.open_store(settings, read_only=True) as reader:
+        holders = wiring.lease_holders(reader)
+        assert holders is not None
+        view = read_model.build(
+            reader, None, url="", branch="main", owners=read_model.lease_owners(holders)
+        )
+    shown = {e.name: e.owner for e in view.environments}
+    assert sorted(shown) == ENVIRONMENTS
+    for environment, owner in shown.items():
+        assert owner is not None and owner.replica == found[environment]
+        assert owner.fencing_token == replicas[owner.replica][0].token(environment)
+    expire(postgres_url, found["env-0"])  # a lapsed lease: no owner until the takeover
+    with wiring.open_store(settings, read_only=True) as reader:
+        lapsed = read_model.lease_owners(wiring.lease_holders(reader))  # type: ignore[arg-type]
+    assert lapsed.of("env-0") is None

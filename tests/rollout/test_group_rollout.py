@@ -22,7 +22,7 @@ from reconciler.rollout.group import Deployment, GroupRollout
 from reconciler.rollout.ports import Adapters, SilentReporter, StopRequest
 from reconciler.settings import ExecutionSettings
 from reconciler.states import GroupState, PushStatus, RolloutState, RolloutTrigger, StopReason
-from reconciler.testing.fakes import FakeChecker, FakeReverter, FakeRunner
+from reconciler.testing.fakes import FakeChecker, FakeLease, FakeReverter, FakeRunner
 
 HOSTS = [f"web-{i:02d}" for i in range(1, 11)]
 COHORT = canary.cohort("prod", "web", HOSTS)
@@ -302,6 +302,54 @@ def test_a_revert_not_pushed_is_pending_and_not_adopted(store, status):
     outcome = engine.run(canary.plan_group("prod", g, on_v1()))
     assert adopted == [] and outcome.revert_text.startswith(f"pending ({status})")
     assert dataclasses.replace(outcome.revert, detail="x").status is status
+
+
+def rolled_back_with(store, lease: FakeLease, runner: FakeRunner, reverter: FakeReverter):
+    adopted: list[bool] = []
+    g = group("2")
+    adapters = Adapters(store, runner, FakeChecker("2"), reverter, lease=lease)
+    engine = GroupRollout(
+        adapters,
+        ExecutionSettings(),
+        environment(g),
+        g,
+        Deployment(Path("/repo"), "c0ffee", "r1"),
+        on_reverted=lambda: adopted.append(True),
+    )
+    return engine.run(canary.plan_group("prod", g, on_v1())), adopted
+
+
+def test_the_revert_is_pushed_only_after_the_lease_is_confirmed_right_before(store):
+    runner, reverter = FakeRunner(), FakeReverter()
+    asked_after: list[tuple[int, int]] = []  # (playbook runs, pushes) when the lease is asked
+    lease = FakeLease(
+        on_confirm=lambda: asked_after.append((len(runner.calls), len(reverter.calls)))
+    )
+    outcome, adopted = rolled_back_with(store, lease, runner, reverter)
+    assert outcome.state == GroupState.ROLLED_BACK and adopted == [True]
+    assert asked_after == [(2, 0)], "once, after the rollback playbook, before the push"
+    assert len(reverter.calls) == 1 and outcome.revert.status is PushStatus.PUSHED
+
+
+def test_a_replica_that_lost_the_lease_during_the_rollback_pushes_no_revert(store):
+    lease = FakeLease()
+    reverter = FakeReverter()
+
+    def lose_it_on_rollback(run) -> None:
+        if dict(run.extra_vars["reconciler_apps"]) == {
+            "shop": "1"
+        }:  # the rollback: meanwhile another replica took over
+            lease.held = False
+
+    outcome, adopted = rolled_back_with(
+        store, lease, FakeRunner(before=lose_it_on_rollback), reverter
+    )
+    assert lease.confirmations == 1 and not lease.held
+    assert reverter.calls == [], "Git is not fenced: a replica without the lease never pushes"
+    assert adopted == [] and outcome.revert.status is None
+    assert outcome.revert_text == (
+        "pending: not pushed: this replica no longer holds the environment's lease"
+    )
 
 
 def test_a_repository_role_named_like_a_shipped_one_is_not_used_and_is_reported(store, tmp_path):

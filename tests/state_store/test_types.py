@@ -84,7 +84,7 @@ def test_the_package_exports_types_protocols_and_the_error():
         "StoreError", "ObservedVersion", "DriftMark", "ObservedState", "Event", "Events",
         "EventSink", "SilentSink",
         "StoreUnavailable",
-        "Lease", "Replica", "Leases", "Fenced", "SyncRequests",
+        "Lease", "Replica", "Leases", "LeaseHolders", "Fenced", "SyncRequests",
     }  # fmt: skip
     assert set(record.__all__) == expected
     assert all(hasattr(record, name) for name in expected)

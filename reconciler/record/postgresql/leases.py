@@ -39,7 +39,7 @@ from reconciler.record.postgresql.connection import Connections
 from reconciler.record.types import Lease, Replica
 
 if TYPE_CHECKING:
-    from reconciler.record.protocols import Leases
+    from reconciler.record.protocols import LeaseHolders, Leases
 
 __all__ = ["PostgresLeases"]
 
@@ -132,6 +132,8 @@ class PostgresLeases:
         self._execute(_RELEASE, {"environment": lease.environment, "token": lease.token})
 
     def leases(self) -> list[Lease]:
+        if not self.connections.pooled:
+            return []  # a read-only store of a database without a schema yet: no leases
         sql = f"SELECT {_LEASE_COLUMNS} FROM leases ORDER BY environment"  # noqa: S608
         with (
             self.connections.connection() as db,
@@ -143,4 +145,7 @@ class PostgresLeases:
 if TYPE_CHECKING:  # mypy proves the class implements the Protocol
 
     def _conforms(leases: PostgresLeases) -> Leases:
+        return leases
+
+    def _reads_holders(leases: PostgresLeases) -> LeaseHolders:
         return leases
