@@ -16,11 +16,12 @@ runs the shipped ``deploy-app.yml`` for app ``shop``, each host gated on its ``/
   checking), then the same gates through ``HealthChecker.evaluate``. Repetitions alternate
   which goes first; every run deploys a version no run deployed before, and starts without ssh
   control masters (``drop_connections``), so each is a full deploy on fresh connections.
-  After the rollouts, whole-fleet observations (``Reconciler.refresh`` + ``Reconciler.observe``,
-  what ``reconciler observe --env prod`` runs without a daemon: one ad-hoc run of
-  ``reconciler-observe.yml`` reading the local facts) alternate with an unchanged full run of
-  the playbook on every host (the ansible-pull/cron reference over SSH); both on fresh SSH
-  connections, CPU of the process and its children.
+  After the warm-up deploy, before the rollouts, whole-fleet observations
+  (``Reconciler.refresh`` + ``Reconciler.observe``, what ``reconciler observe --env prod``
+  runs without a daemon: one ad-hoc run of ``reconciler-observe.yml`` reading the local
+  facts) alternate with an unchanged full run of the playbook on every host (the
+  ansible-pull/cron reference over SSH); both on fresh SSH connections, CPU of the process
+  and its children.
 * ``ssh_rollout_100``: the same at 100 hosts (127.0.1.100-199; ``BENCH_SSH_HOSTS`` for another
   size up to 155, ``BENCH_SSH_REPS`` for the repetitions a side, default 3, quick 2).
 * ``ssh_tuning``: the raw rollout with pipelining off/on x ControlPersist off/on
@@ -476,6 +477,15 @@ def _ssh_rollout(ctx: Context, hosts: int, reps: int, prefix: str, observe_reps:
     with rig(ctx, hosts) as r:
         envvars = r.fleet.ansible_envvars()
         reconciler_rollout(r)  # warm-up: helper on every host, imports, store (untimed)
+        # the observations first: at 100 hosts a run of the rollouts takes long on a busy machine
+        for rep in range(observe_reps):  # alternate
+            order = ("observe", "full") if rep % 2 == 0 else ("full", "observe")
+            for which in order:
+                if which == "observe":
+                    observed.append(observe_fleet(r))
+                else:
+                    full.append(full_run(r, envvars))
+                _progress(prefix, which, (observed if which == "observe" else full)[-1])
         for rep in range(reps):  # alternate which goes first
             order = ("ours", "raw") if rep % 2 == 0 else ("raw", "ours")
             for which in order:
@@ -485,14 +495,6 @@ def _ssh_rollout(ctx: Context, hosts: int, reps: int, prefix: str, observe_reps:
                     raw.append(raw_rollout(r, envvars))
                 _progress(prefix, which, (ours if which == "ours" else raw)[-1])
             print(f"  {prefix}: run {rep + 1}/{reps} a side done", file=sys.stderr, flush=True)
-        for rep in range(observe_reps):  # alternate too
-            order = ("observe", "full") if rep % 2 == 0 else ("full", "observe")
-            for which in order:
-                if which == "observe":
-                    observed.append(observe_fleet(r))
-                else:
-                    full.append(full_run(r, envvars))
-                _progress(prefix, which, (observed if which == "observe" else full)[-1])
         batches = "/".join(str(len(b)) for b in r.batches)
     rows = _rollout_rows(prefix, hosts, batches, ours, raw)
     if observed:
