@@ -18,6 +18,7 @@ from typing import Any
 MODULES: tuple[str, ...] = (
     "bench.idle_cycle",
     "bench.ansible_pull",
+    "bench.observation",
     "bench.plan_diff",
     "bench.rollback_latency",
     "bench.daemon",

@@ -16,6 +16,14 @@ runs the shipped ``deploy-app.yml`` for app ``shop``, each host gated on its ``/
   checking), then the same gates through ``HealthChecker.evaluate``. Repetitions alternate
   which goes first; every run deploys a version no run deployed before, and starts without ssh
   control masters (``drop_connections``), so each is a full deploy on fresh connections.
+  After the warm-up deploy, before the rollouts, whole-fleet observations
+  (``Reconciler.refresh`` + ``Reconciler.observe``, what ``reconciler observe --env prod``
+  runs without a daemon: one ad-hoc run of ``reconciler-observe.yml`` reading the local
+  facts) alternate with an unchanged full run of the playbook on every host (the
+  ansible-pull/cron reference over SSH); both on fresh SSH connections, CPU of the process
+  and its children.
+* ``ssh_rollout_100``: the same at 100 hosts (127.0.1.100-199; ``BENCH_SSH_HOSTS`` for another
+  size up to 155, ``BENCH_SSH_REPS`` for the repetitions a side, default 3, quick 2).
 * ``ssh_tuning``: the raw rollout with pipelining off/on x ControlPersist off/on
   (``SshFleet.ansible_envvars``: ``ANSIBLE_PIPELINING``, ``ANSIBLE_SSH_ARGS``), interleaved, on
   8 hosts (quick: 5; ``BENCH_SSH_TUNING_HOSTS=20`` for the size of ``ssh_rollout``, ~15 min).
@@ -32,12 +40,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.ansible_pull import ansible_playbook, run_playbook
 from bench.common import DesiredRepo, Stopwatch, cpu_seconds, git
 from bench.registry import DERIVED, Context, Row, register
 from reconciler import content
 from reconciler.desired.model import GroupDesired
+from reconciler.edges.ansible import PlaybookRun
 from reconciler.edges.ansible.extravars import dump_unsafe_yaml
 from reconciler.edges.gates import GateTarget
 from reconciler.edges.gates.checker import HealthChecker
@@ -57,9 +67,11 @@ PLAYBOOK = content.playbooks_dir() / "deploy-app.yml"
 TUNINGS = ((True, True), (False, True), (True, False), (False, False))  # (pipelining, persist)
 # 4 settings x 3 runs of the 20-host rollout take ~15 min here; 8 hosts keep it near 5 min.
 TUNING_HOSTS = 8
+# ssh_rollout_100: 127.0.1.100-199, below tests/ssh/tuning's 200+ (SshFleet allows up to .254).
+LARGE_HOSTS = 100
 
 
-def env_text(version: str) -> str:
+def env_text(version: str, timeout: int = 300) -> str:
     """prod.yaml: group web runs shop at ``version`` in steps [10, 50, 100], gated on /healthz.
 
     The test apps listen on 127.0.0.1 (the hosts share this machine), so the gate asks there.
@@ -69,7 +81,7 @@ def env_text(version: str) -> str:
         f"environment: {ENVIRONMENT}\n"
         "inventory: inventories/prod.yml\n"
         "defaults:\n"
-        "  timeout: 300s\n"
+        f"  timeout: {timeout}s\n"
         f"  rollout: {{canary: [{canary}], bake: 0s, max_failed_hosts: 0}}\n"
         "  health:\n"
         "    - http:\n"
@@ -94,6 +106,8 @@ class Rig:
     group: GroupDesired
     batches: tuple[tuple[str, ...], ...]
     checker: HealthChecker = field(default_factory=HealthChecker)
+    current: str = ""  # the version the hosts run (the last rollout's)
+    timeout: int = 300  # of a playbook step; 40-50 hosts' first deploy take > 300 s when busy
     versions: Iterator[str] = field(default_factory=lambda: (f"3.0.{n}" for n in itertools.count()))
 
     @property
@@ -117,7 +131,8 @@ def rig(ctx: Context, hosts: int) -> Iterator[Rig]:
     """Start ``hosts`` sshd hosts and a reconciler on a remote; stop everything on exit."""
     if find_sshd() is None:
         raise RuntimeError("sshd is not installed (apt-get install openssh-server)")
-    names = [f"web-{i:02d}" for i in range(1, hosts + 1)]
+    width = max(2, len(str(hosts)))
+    names = [f"web-{i:0{width}d}" for i in range(1, hosts + 1)]
     base = ctx.workdir / "ssh"
     fleet = SshFleet(base / "fleet", hosts, first_address=FIRST_ADDRESS, names=names)
     reconciler: Reconciler | None = None
@@ -140,7 +155,7 @@ def rig(ctx: Context, hosts: int) -> Iterator[Rig]:
                 execution={"forks": FORKS, "extra_envvars": fleet.ansible_envvars()},
             )
             reconciler = wiring.build(settings)
-            yield Rig(base, fleet, repo, reconciler, group, batches)
+            yield Rig(base, fleet, repo, reconciler, group, batches, timeout=max(300, 15 * hosts))
         finally:
             if reconciler is not None:
                 reconciler.store.close()
@@ -150,19 +165,37 @@ def rig(ctx: Context, hosts: int) -> Iterator[Rig]:
                 print(f"ssh_rollout: left behind: {left}", file=sys.stderr)
 
 
+@contextmanager
+def _attribute(target: object, name: str, value: object) -> Iterator[None]:
+    """``target.name = value`` (an instance attribute over the class's method) for the block."""
+    setattr(target, name, value)
+    try:
+        yield
+    finally:
+        delattr(target, name)
+
+
 def reconciler_rollout(rig: Rig) -> dict[str, float]:
     """Bump the version in Git (untimed), then time one ``reconcile_once`` that rolls it out."""
     version = rig.new_version()
-    rig.repo.write(ENV_FILE, env_text(version))
+    rig.repo.write(ENV_FILE, env_text(version, rig.timeout))
     rig.repo.commit_push(f"shop {version}")
     rig.fleet.drop_connections()
     reconciler, watch = rig.reconciler, Stopwatch()
+    runner = reconciler.adapters.runner
     targets = [
         (reconciler.source, "refresh", "refresh"),
-        (reconciler.adapters.runner, "run", "playbook"),
         (reconciler.adapters.checker, "evaluate", "gates"),
     ]
-    with watch.instrument(targets) as missing:
+    # The observer runs its ad-hoc play through the same runner: tell its runs (label
+    # ``<env>-<group>-observe``) from the playbook steps.
+    playbook, observe = watch.wrap("playbook", runner.run), watch.wrap("observe", runner.run)
+
+    def run(request: PlaybookRun, *args: Any, **kwargs: Any) -> Any:
+        timed = observe if request.label.endswith("-observe") else playbook
+        return timed(request, *args, **kwargs)
+
+    with watch.instrument(targets) as missing, _attribute(runner, "run", run):
         if missing:
             raise RuntimeError(f"ssh_rollout: cannot time {', '.join(missing)}")
         cpu, start = cpu_seconds(), time.perf_counter()
@@ -177,30 +210,34 @@ def reconciler_rollout(rig: Rig) -> dict[str, float]:
     if steps != rig.batches:
         raise RuntimeError(f"reconciler steps {steps} differ from the batches {rig.batches}")
     rig.serving(version)
-    parts = {k: watch.totals[k] for k in ("refresh", "playbook", "gates")}
+    rig.current = version
+    parts = {k: watch.totals[k] for k in ("refresh", "playbook", "gates", "observe")}
     return {"wall": wall, "cpu": cpu, **parts, "other": wall - sum(parts.values())}
 
 
-def raw_rollout(rig: Rig, envvars: Mapping[str, str]) -> dict[str, float]:
-    """The same batches by hand: ``ansible-playbook --limit`` then the same gates, per batch."""
-    version = rig.new_version()
+def _extravars(rig: Rig, version: str, rollout_id: str) -> Path:
+    """The extra vars file of a raw run, unsafe-tagged as the reconciler writes them."""
     commit = git(rig.repo.bare, "rev-parse", "main")
-    extravars = rig.workdir / f"extravars-{version}.yml"
-    extravars.write_text(
+    path = rig.workdir / f"extravars-{rollout_id}.yml"
+    path.write_text(
         dump_unsafe_yaml(
             {
                 "reconciler_apps": {APP: version},
                 "reconciler_environment": ENVIRONMENT,
                 "reconciler_group": GROUP,
                 "reconciler_commit": commit,
-                "reconciler_rollout_id": f"raw{version.replace('.', '')}".ljust(16, "0"),
+                "reconciler_rollout_id": rollout_id,
             }
         ),
         encoding="utf-8",
     )
+    return path
+
+
+def _raw_env(rig: Rig, envvars: Mapping[str, str]) -> dict[str, str]:
     local_temp = rig.workdir / "raw-tmp"
     local_temp.mkdir(exist_ok=True)
-    base_env = {
+    return {
         **os.environ,
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
@@ -210,23 +247,33 @@ def raw_rollout(rig: Rig, envvars: Mapping[str, str]) -> dict[str, float]:
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_LOCAL_TEMP": str(local_temp),
     }
+
+
+def _playbook_argv(rig: Rig, extravars: Path, hosts: Sequence[str]) -> list[str]:
+    return [
+        ansible_playbook(),
+        "-i",
+        str(rig.inventory),
+        "-e",
+        f"@{extravars}",
+        "--limit",
+        ",".join(hosts),
+        str(PLAYBOOK),
+    ]
+
+
+def raw_rollout(rig: Rig, envvars: Mapping[str, str]) -> dict[str, float]:
+    """The same batches by hand: ``ansible-playbook --limit`` then the same gates, per batch."""
+    version = rig.new_version()
+    extravars = _extravars(rig, version, f"raw{version.replace('.', '')}".ljust(16, "0"))
+    base_env = _raw_env(rig, envvars)
     hosts = {h.name: h for h in rig.group.hosts}
     rig.fleet.drop_connections()
     playbook = gates = 0.0
     cpu, start = cpu_seconds(), time.perf_counter()
     for batch in rig.batches:
-        argv = [
-            ansible_playbook(),
-            "-i",
-            str(rig.inventory),
-            "-e",
-            f"@{extravars}",
-            "--limit",
-            ",".join(batch),
-            str(PLAYBOOK),
-        ]
         env = {**base_env, "ANSIBLE_FORKS": str(min(FORKS, len(batch)))}
-        playbook += run_playbook(argv, env, list(batch))[0]
+        playbook += run_playbook(_playbook_argv(rig, extravars, batch), env, list(batch))[0]
         began = time.perf_counter()
         results = rig.checker.evaluate(
             rig.group.health,
@@ -240,61 +287,86 @@ def raw_rollout(rig: Rig, envvars: Mapping[str, str]) -> dict[str, float]:
             raise RuntimeError(f"raw rollout {version}: gate failed: {failed[0]}")
     wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     rig.serving(version)
+    rig.current = version
     return {"wall": wall, "cpu": cpu, "playbook": playbook, "gates": gates}
+
+
+def observe_fleet(rig: Rig) -> dict[str, float]:
+    """One observation of the whole fleet as ``reconciler observe --env prod`` makes it without
+    a daemon (``Reconciler.refresh`` then ``Reconciler.observe``), on fresh SSH connections;
+    every host must report the version it runs."""
+    rig.fleet.drop_connections()
+    reconciler = rig.reconciler
+    cpu, start = cpu_seconds(), time.perf_counter()
+    snapshot = reconciler.refresh()
+    if snapshot.state is None:
+        raise RuntimeError("observe: no valid desired state")
+    states = reconciler.observe(snapshot.state.environments[ENVIRONMENT], snapshot)
+    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    wrong = [(s.host, s.observed, str(s.drift)) for s in states if s.observed != rig.current]
+    if len(states) != len(rig.fleet.hosts) or len(wrong) == len(states):
+        raise RuntimeError(f"observe: {len(states)} states, not {rig.current}: {wrong[:5]}")
+    if wrong:  # reported in the rows' note: a figure of a look cut short is no figure
+        print(f"  observe: {len(wrong)} hosts not seen: {wrong[:5]}", file=sys.stderr, flush=True)
+    return {"wall": wall, "cpu": cpu, "missed": len(wrong)}
+
+
+def full_run(rig: Rig, envvars: Mapping[str, str]) -> dict[str, float]:
+    """The ansible-pull/cron reference on this fleet: the shipped playbook on every host at
+    the version they run (nothing changes), one ``ansible-playbook``, forks as the rollout."""
+    extravars = _extravars(rig, rig.current, "fullrun".ljust(16, "0"))
+    env = {**_raw_env(rig, envvars), "ANSIBLE_FORKS": str(FORKS)}
+    names = [h.name for h in rig.fleet.hosts]
+    rig.fleet.drop_connections()
+    cpu, start = cpu_seconds(), time.perf_counter()
+    run_playbook(_playbook_argv(rig, extravars, names), env, names)
+    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    rig.serving(rig.current)
+    return {"wall": wall, "cpu": cpu}
 
 
 def _median(samples: Sequence[Mapping[str, float]], key: str) -> float:
     return statistics.median(s[key] for s in samples)
 
 
-@register(
-    "ssh_rollout",
-    "20-host SSH rollout [10, 50, 100]: reconciler vs raw ansible-playbook --limit per batch",
-)
-def ssh_rollout(ctx: Context) -> list[Row]:
-    hosts, reps = (5, 2) if ctx.quick else (20, 5)
+def _rollout_rows(
+    prefix: str,
+    hosts: int,
+    batches: str,
+    ours: Sequence[Mapping[str, float]],
+    raw: Sequence[Mapping[str, float]],
+) -> list[Row]:
     label = f"{hosts} hosts over SSH, [10, 50, 100]"
-    ours: list[dict[str, float]] = []
-    raw: list[dict[str, float]] = []
-    with rig(ctx, hosts) as r:
-        envvars = r.fleet.ansible_envvars()
-        reconciler_rollout(r)  # warm-up: helper on every host, imports, store (untimed)
-        for rep in range(reps):  # alternate which goes first
-            order = ("ours", "raw") if rep % 2 == 0 else ("raw", "ours")
-            for which in order:
-                if which == "ours":
-                    ours.append(reconciler_rollout(r))
-                else:
-                    raw.append(raw_rollout(r, envvars))
-        batches = "/".join(str(len(b)) for b in r.batches)
+    reps = min(len(ours), len(raw))
     ours_wall, raw_wall = _median(ours, "wall"), _median(raw, "wall")
     ratio = ours_wall / raw_wall
     ours_pb, raw_pb = _median(ours, "playbook"), _median(raw, "playbook")
+    ours_cpu, raw_cpu = _median(ours, "cpu"), _median(raw, "cpu")
     rows = [
         Row.of(
-            "ssh.rollout.reconciler",
+            f"{prefix}.reconciler",
             f"{label}: reconciler (reconcile_once)",
             [s["wall"] for s in ours],
-            note=f"batches {batches}; CPU median {_median(ours, 'cpu'):.1f} s",
+            note=f"batches {batches}; CPU median {ours_cpu:.1f} s",
         ),
         Row.of(
-            "ssh.rollout.raw",
+            f"{prefix}.raw",
             f"{label}: raw ansible-playbook --limit per batch + same gates",
             [s["wall"] for s in raw],
-            note=f"CPU median {_median(raw, 'cpu'):.1f} s",
+            note=f"CPU median {raw_cpu:.1f} s",
         ),
         Row(
-            "ssh.rollout.ratio",
+            f"{prefix}.ratio",
             "reconciler / raw (wall, ratio of medians)",
             ratio,
             "x",
             runs=reps,
             kind=DERIVED,
             note=f"target <= 1.05; {'met' if ratio <= 1.05 else 'missed'}; "
-            f"+{ours_wall - raw_wall:.2f} s",
+            f"+{ours_wall - raw_wall:.2f} s; CPU {ours_cpu / raw_cpu:.2f}x",
         ),
         Row(
-            "ssh.rollout.playbook_ratio",
+            f"{prefix}.playbook_ratio",
             "playbook steps only: ansible-runner / plain ansible-playbook",
             ours_pb / raw_pb,
             "x",
@@ -307,11 +379,12 @@ def ssh_rollout(ctx: Context) -> list[Row]:
         ("refresh", "fetch + validate + snapshot (refresh)"),
         ("playbook", "playbook steps (PlaybookRunner.run)"),
         ("gates", "health gates"),
+        ("observe", "observations (Observer.observe: after each step, and when due)"),
         ("other", "other: plan, store, journal"),
     ):
         rows.append(
             Row.of(
-                f"ssh.rollout.reconciler.{key}",
+                f"{prefix}.reconciler.{key}",
                 f"reconciler: {what}",
                 [s[key] for s in ours],
                 detail=True,
@@ -319,18 +392,136 @@ def ssh_rollout(ctx: Context) -> list[Row]:
         )
     for key, what in (("playbook", "ansible-playbook runs"), ("gates", "health gates")):
         rows.append(
-            Row.of(f"ssh.rollout.raw.{key}", f"raw: {what}", [s[key] for s in raw], detail=True)
+            Row.of(f"{prefix}.raw.{key}", f"raw: {what}", [s[key] for s in raw], detail=True)
         )
     for name, runs in (("reconciler", ours), ("raw", raw)):
         rows.append(
             Row.of(
-                f"ssh.rollout.{name}.cpu",
+                f"{prefix}.{name}.cpu",
                 f"{name}: CPU (process + children)",
                 [s["cpu"] for s in runs],
                 detail=True,
             )
         )
     return rows
+
+
+def _observation_rows(
+    prefix: str,
+    hosts: int,
+    observed: Sequence[Mapping[str, float]],
+    full: Sequence[Mapping[str, float]],
+) -> list[Row]:
+    """Whole-fleet observation vs an unchanged full playbook run, both over SSH."""
+    obs_cpu, full_cpu = _median(observed, "cpu"), _median(full, "cpu")
+    obs_wall, full_wall = _median(observed, "wall"), _median(full, "wall")
+    ratio = obs_cpu / full_cpu
+    return [
+        Row.of(
+            f"{prefix}.observe",
+            f"observation of {hosts} SSH hosts (refresh + Reconciler.observe): wall",
+            [s["wall"] for s in observed],
+            note=f"fresh SSH connections; CPU median {obs_cpu:.2f} s; "
+            f"hosts not seen: {max(s['missed'] for s in observed):.0f}",
+        ),
+        Row.of(
+            f"{prefix}.observe.cpu",
+            f"observation of {hosts} SSH hosts: CPU",
+            [s["cpu"] for s in observed],
+            note="process + ansible-runner's ansible-playbook and its ssh workers",
+        ),
+        Row(
+            f"{prefix}.observe.cpu_per_host",
+            "observation over SSH: CPU per host",
+            obs_cpu / hosts,
+            "s",
+            runs=len(observed),
+            kind=DERIVED,
+            note=f"CPU median / {hosts} hosts",
+        ),
+        Row.of(
+            f"{prefix}.full_run",
+            f"full playbook run, {hosts} SSH hosts in sync (ansible-playbook, forks {FORKS}): wall",
+            [s["wall"] for s in full],
+            note=f"CPU median {full_cpu:.1f} s, {full_cpu / hosts:.2f} s per host",
+        ),
+        Row.of(
+            f"{prefix}.full_run.cpu",
+            f"full playbook run, {hosts} SSH hosts in sync: CPU",
+            [s["cpu"] for s in full],
+        ),
+        Row(
+            f"{prefix}.observe.ratio",
+            "observation / full run (CPU, ratio of medians)",
+            ratio,
+            "x",
+            runs=min(len(observed), len(full)),
+            kind=DERIVED,
+            note=f"target < 1/20 = 0.05; {'met' if ratio < 0.05 else 'missed'}; "
+            f"1 : {1 / ratio:.0f}; wall {obs_wall / full_wall:.3f}x",
+        ),
+    ]
+
+
+def _progress(prefix: str, which: str, sample: Mapping[str, float]) -> None:
+    """Each run's figures as it ends (a long benchmark stopped early keeps them in its log)."""
+    figures = ", ".join(f"{k} {v:.2f}" for k, v in sample.items())
+    print(f"  {prefix} {which}: {figures}", file=sys.stderr, flush=True)
+
+
+def _ssh_rollout(ctx: Context, hosts: int, reps: int, prefix: str, observe_reps: int) -> list[Row]:
+    ours: list[dict[str, float]] = []
+    raw: list[dict[str, float]] = []
+    observed: list[dict[str, float]] = []
+    full: list[dict[str, float]] = []
+    with rig(ctx, hosts) as r:
+        envvars = r.fleet.ansible_envvars()
+        reconciler_rollout(r)  # warm-up: helper on every host, imports, store (untimed)
+        # the observations first: at 100 hosts a run of the rollouts takes long on a busy machine
+        for rep in range(observe_reps):  # alternate
+            order = ("observe", "full") if rep % 2 == 0 else ("full", "observe")
+            for which in order:
+                if which == "observe":
+                    observed.append(observe_fleet(r))
+                else:
+                    full.append(full_run(r, envvars))
+                _progress(prefix, which, (observed if which == "observe" else full)[-1])
+        for rep in range(reps):  # alternate which goes first
+            order = ("ours", "raw") if rep % 2 == 0 else ("raw", "ours")
+            for which in order:
+                if which == "ours":
+                    ours.append(reconciler_rollout(r))
+                else:
+                    raw.append(raw_rollout(r, envvars))
+                _progress(prefix, which, (ours if which == "ours" else raw)[-1])
+            print(f"  {prefix}: run {rep + 1}/{reps} a side done", file=sys.stderr, flush=True)
+        batches = "/".join(str(len(b)) for b in r.batches)
+    rows = _rollout_rows(prefix, hosts, batches, ours, raw)
+    if observed:
+        rows += _observation_rows(prefix, hosts, observed, full)
+    return rows
+
+
+@register(
+    "ssh_rollout",
+    "20-host SSH rollout [10, 50, 100]: reconciler vs raw ansible-playbook --limit per batch",
+)
+def ssh_rollout(ctx: Context) -> list[Row]:
+    hosts, reps = (5, 2) if ctx.quick else (20, 5)
+    return _ssh_rollout(ctx, hosts, reps, "ssh.rollout", observe_reps=ctx.reps(3, 2))
+
+
+@register(
+    "ssh_rollout_100",
+    "100-host SSH rollout [10, 50, 100] as ssh_rollout, and whole-fleet observation vs a full "
+    "run (BENCH_SSH_HOSTS, BENCH_SSH_REPS)",
+    in_quick=False,
+)
+def ssh_rollout_100(ctx: Context) -> list[Row]:
+    hosts = int(os.environ.get("BENCH_SSH_HOSTS", LARGE_HOSTS))
+    reps = int(os.environ.get("BENCH_SSH_REPS", ctx.reps(3, 2)))
+    observe_reps = int(os.environ.get("BENCH_SSH_OBSERVE_REPS", ctx.reps(3, 2)))
+    return _ssh_rollout(ctx, hosts, reps, f"ssh{hosts}.rollout", observe_reps=observe_reps)
 
 
 def _flags(pipelining: bool, persist: bool) -> str:

@@ -93,8 +93,9 @@ class Observer:
         fact_path: str | None = None,
         argv: Sequence[str] = (),
     ) -> tuple[RunResult, ansible_observe.Answers]:
+        forks = min(max(self.forks, self.execution.forks), len(hosts))
         envvars = {
-            "ANSIBLE_FORKS": str(min(max(self.forks, self.execution.forks), len(hosts))),
+            "ANSIBLE_FORKS": str(forks),
             "ANSIBLE_PIPELINING": str(self.execution.pipelining),
         }
         if self.execution.private_key_file:
@@ -104,7 +105,8 @@ class Observer:
             content.playbooks_dir() / ansible_observe.PLAYBOOK,
             (root / environment.inventory).resolve(),
             [h.name for h in hosts],
-            timeout_s=max(60.0, 3 * timeout),
+            # a budget per wave of ``forks`` hosts: a fixed one cut large groups short
+            timeout_s=max(60.0, 3 * timeout) * -(-len(hosts) // forks),
             envvars=envvars,
             label=f"{environment.name}-{group.name}-observe",
             mode=mode,

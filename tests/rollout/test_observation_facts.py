@@ -114,3 +114,27 @@ def test_fact_note(local: Mapping[str, Any], note: str) -> None:
     said = fact_note(local, "reconciler_shop")
     assert said.startswith(note)
     assert said.isprintable()
+
+
+def test_the_run_time_budget_grows_with_the_hosts_per_fork(tmp_path: Path) -> None:
+    """One look at a large group gets a budget per wave of ``forks`` hosts: with a fixed one,
+    1,000 local hosts were cut off after 60 s and the ~900 unanswered ones were ``unknown``."""
+    hosts = tuple(Host(f"h{i}", "127.0.0.1") for i in range(1, 121))
+    group = GroupDesired(
+        "web", {"shop": "2.0.0"}, hosts, (), "deploy-app.yml", Rollout(), (), 60,
+        observe=Observe(fact=FactProbe()),
+    )  # fmt: skip
+    environment = EnvironmentDesired("prod", "environments/prod.yaml", "inv.yml", {"web": group})
+    runs: list[PlaybookRun] = []
+
+    class Recording(ReplayRunner):
+        def run(self, run: PlaybookRun, **kwargs: Any) -> RunResult:
+            runs.append(run)
+            return super().run(run, **kwargs)
+
+    runner = Recording(tmp_path, {"reconciler_shop": {"version": "2.0.0", "running": True}})
+    observer = Observer(runner, None, ExecutionSettings(), lambda: 1.0, forks=50)
+    observer.observe(environment, group, hosts[:50], tmp_path)
+    observer.observe(environment, group, hosts, tmp_path)
+    assert [r.timeout_s for r in runs] == [60.0, 180.0]  # 1 wave of 50, then 3 (50+50+20)
+    assert [r.envvars["ANSIBLE_FORKS"] for r in runs] == ["50", "50"]
