@@ -97,7 +97,8 @@ def test_a_bad_version_rolls_out_and_back_live(page, daemon, tmp_path):
     assert "running" in first and "prod/web" in title
     assert page.same_document(), "the rollout page updated itself"
     # ... from the events stream (each kind is a named SSE event), never falling back to polling
-    assert page.text("#live") == "live (events)"
+    mode = page.driver.execute_script("return document.body.dataset.liveMode;")
+    assert mode == "events"
 
     revert = setup.remote.remote_head()
     assert revert != bad

@@ -115,6 +115,7 @@
     if (pollTimer === null) {
       pollTimer = window.setInterval(function () { if (!document.hidden) { check(); } }, POLL_MS);
     }
+    body.setAttribute("data-live-mode", "polling");
     say("live (polling)");
   }
 
@@ -126,7 +127,10 @@
       poll();
       return;
     }
-    source.onopen = function () { say("live (events)"); };
+    source.onopen = function () {
+      if (pollTimer === null) { body.setAttribute("data-live-mode", "events"); }
+      say("live (events)");
+    };
     source.onerror = function () { source.close(); poll(); };
     // Each event is named by its kind (event: rollout_started ...); the page lists them all.
     kinds.forEach(function (name) { source.addEventListener(name, check); });
