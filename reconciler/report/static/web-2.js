@@ -131,7 +131,11 @@
       if (pollTimer === null) { body.setAttribute("data-live-mode", "events"); }
       say("live (events)");
     };
-    source.onerror = function () { source.close(); poll(); };
+    source.onerror = function () {
+      // CONNECTING: the browser reconnects by itself and resumes after the last event id
+      // (check once meanwhile); CLOSED: the stream is refused, poll instead.
+      if (source.readyState === EventSource.CLOSED) { poll(); } else { check(); }
+    };
     // Each event is named by its kind (event: rollout_started ...); the page lists them all.
     kinds.forEach(function (name) { source.addEventListener(name, check); });
     source.addEventListener("end", function () { source.close(); poll(); });  // daemon stops
