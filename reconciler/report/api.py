@@ -414,5 +414,10 @@ def create_app(control: Control, settings: Settings) -> FastAPI:
         return JSONResponse({"result": delivery.result, "detail": delivery.detail}, delivery.status)
 
     # the read-only page, behind the same guard; several replicas: each streams its own events
-    web.install(app, control, backup_poll_ms=10_000 if settings.state.postgresql else None)
+    web.install(
+        app,
+        control,
+        events_stream=event_routes.STREAM,
+        backup_poll_ms=10_000 if settings.state.postgresql else None,
+    )
     return app

@@ -32,6 +32,8 @@ from reconciler.states import EventKind, Severity
 
 __all__ = ["router", "sse"]
 
+#: The stream's path (the web page follows it).
+STREAM = "/api/v1/events/stream"
 END = 'event: end\ndata: {"reason": "shutdown"}\n\n'
 MAX_ID = 2**62
 
@@ -100,7 +102,7 @@ def router(
             events=[EventView.of(e) for e in found], next=str(found[-1].id) if more else None
         )
 
-    @api.get("/api/v1/events/stream", include_in_schema=False)
+    @api.get(STREAM, include_in_schema=False)
     async def stream(
         request: Request,
         environment: Annotated[str | None, Query(max_length=255)] = None,

@@ -15,7 +15,7 @@ Contract:
   Jinja2 environment autoescapes every template, and pages carry a Content-Security-Policy
   that allows scripts, styles and connections to this origin only.
 * Live updates are the script's job (``static/web-2.js``): it watches the JSON API named in
-  ``data-watch`` (the events stream when the app has one, ``EVENTS_STREAM``, else polling)
+  ``data-watch`` (the events stream when the app has one, else polling)
   and, when an answer changes, fetches the page again and swaps its ``<main>``. One renderer:
   the server's templates.
 """
@@ -40,9 +40,8 @@ from reconciler.states import EventKind, RolloutState
 if TYPE_CHECKING:
     from reconciler.report.api import Control
 
-__all__ = ["ASSETS", "EVENTS_STREAM", "Live", "install", "render_fleet", "render_rollout"]
+__all__ = ["ASSETS", "Live", "install", "render_fleet", "render_rollout"]
 
-EVENTS_STREAM = "/api/v1/events/stream"
 # Vendored assets, versioned by name: a change is a new name, so caches never serve stale code.
 ASSETS = {
     "web-2.js": "text/javascript",
@@ -234,19 +233,28 @@ def _html(text: str, status_code: int = 200) -> HTMLResponse:
     return HTMLResponse(text, status_code=status_code, headers=_HEADERS)
 
 
-def install(app: FastAPI, control: Control, *, backup_poll_ms: int | None = None) -> None:
+def install(
+    app: FastAPI,
+    control: Control,
+    *,
+    events_stream: str | None = None,
+    backup_poll_ms: int | None = None,
+) -> None:
     """Add the page's routes to ``app`` (the API of ``control``); see the module docstring.
-    ``backup_poll_ms``: with an events stream, poll this often too (several replicas: a
-    replica's stream carries only its own events)."""
+    ``events_stream``: the path of the app's events stream (None: the page polls);
+    ``backup_poll_ms``: with a stream, poll this often too (several replicas: a replica's
+    stream carries only its own events)."""
     assets = {
         name: (resources.files("reconciler.report").joinpath("static", name).read_bytes(), kind)
         for name, kind in ASSETS.items()
     }
 
+    live = Live(events_stream, backup_poll_ms) if events_stream else None
+
     def events() -> Live | None:
-        """The events stream, when this app serves one (another module adds it)."""
-        paths = {getattr(route, "path", None) for route in app.routes}
-        return Live(EVENTS_STREAM, backup_poll_ms) if EVENTS_STREAM in paths else None
+        """The events stream, when this app serves one (named by the caller: FastAPI's
+        ``app.routes`` does not list the routes of included routers)."""
+        return live
 
     def rollouts(environment: str | None = None, limit: int = 20) -> list[Rollout]:
         return [rollout_view(r) for r in control.journal.rollouts(environment, limit)]

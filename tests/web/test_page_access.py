@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from reconciler.report import server, web
+from reconciler.report import event_routes, server, web
 from reconciler.report.history import Rollout, Step
 from reconciler.report.status import (
     CommitView,
@@ -155,9 +155,9 @@ def test_the_page_follows_the_events_stream_and_with_replicas_polls_as_well():
             problems=[], last_fetch_at=None,
         ),
     )  # fmt: skip
-    alone = web.render_source(status, events=web.Live(web.EVENTS_STREAM))
-    assert f'data-events="{web.EVENTS_STREAM}"' in alone and "data-backup-poll" not in alone
+    alone = web.render_source(status, events=web.Live(event_routes.STREAM))
+    assert f'data-events="{event_routes.STREAM}"' in alone and "data-backup-poll" not in alone
     assert "rollout_rolled_back" in alone, "the stream's event names are listed for the script"
-    shared = web.render_source(status, events=web.Live(web.EVENTS_STREAM, 10_000))
+    shared = web.render_source(status, events=web.Live(event_routes.STREAM, 10_000))
     assert 'data-backup-poll="10000"' in shared
     assert "data-events" not in web.render_source(status), "no stream: the script polls"
