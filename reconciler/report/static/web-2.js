@@ -137,7 +137,14 @@
       if (source.readyState === EventSource.CLOSED) { poll(); } else { check(); }
     };
     // Each event is named by its kind (event: rollout_started ...); the page lists them all.
-    kinds.forEach(function (name) { source.addEventListener(name, check); });
+    // An event may be told a moment before its rows are written: check now and once more.
+    var settle = null;
+    function onEvent() {
+      check();
+      if (settle !== null) { window.clearTimeout(settle); }
+      settle = window.setTimeout(function () { settle = null; check(); }, 1500);
+    }
+    kinds.forEach(function (name) { source.addEventListener(name, onEvent); });
     source.addEventListener("end", function () { source.close(); poll(); });  // daemon stops
     if (backupPoll > 0) {  // several replicas: this one's stream has only its own events
       window.setInterval(function () { if (!document.hidden) { check(); } }, backupPoll);
