@@ -249,12 +249,9 @@ def install(
         for name, kind in ASSETS.items()
     }
 
+    # The stream is named by the caller: FastAPI's ``app.routes`` does not list the routes of
+    # included routers, so the page cannot find it there.
     live = Live(events_stream, backup_poll_ms) if events_stream else None
-
-    def events() -> Live | None:
-        """The events stream, when this app serves one (named by the caller: FastAPI's
-        ``app.routes`` does not list the routes of included routers)."""
-        return live
 
     def rollouts(environment: str | None = None, limit: int = 20) -> list[Rollout]:
         return [rollout_view(r) for r in control.journal.rollouts(environment, limit)]
@@ -269,7 +266,7 @@ def install(
                 control.status(),
                 control.environments(with_hosts=True),
                 rollouts(limit=10),
-                events=events(),
+                events=live,
             )
         )
 
@@ -301,9 +298,7 @@ def install(
             found = [view]
         recent = [r for r in rollouts(environment, 10) if group is None or r.group == group]
         return _html(
-            render_fleet(
-                control.status(), found, recent, only=(environment, group), events=events()
-            )
+            render_fleet(control.status(), found, recent, only=(environment, group), events=live)
         )
 
     @app.get("/rollouts/{rollout_id}", response_class=HTMLResponse, include_in_schema=False)
@@ -314,7 +309,7 @@ def install(
         view = rollout_view(
             record, control.journal.steps(rollout_id), control.journal.run(record.run_id)
         )
-        return _html(render_rollout(view, events=events()))
+        return _html(render_rollout(view, events=live))
 
     @app.get("/history", response_class=HTMLResponse, include_in_schema=False)
     def history(environment: str = "", group: str = "", result: str = "") -> HTMLResponse:
@@ -325,12 +320,12 @@ def install(
             if (not group or r.group == group) and (not result or r.state == result)
         ]
         filters = {"environment": environment, "group": group, "result": result}
-        page = render_history(control.status(), chosen, filters, events=events())
+        page = render_history(control.status(), chosen, filters, events=live)
         return _html(page)
 
     @app.get("/source", response_class=HTMLResponse, include_in_schema=False)
     def source() -> HTMLResponse:
-        return _html(render_source(control.status(), events=events()))
+        return _html(render_source(control.status(), events=live))
 
     @app.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> Response:
