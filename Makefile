@@ -31,7 +31,7 @@ test: $(BIN)/reconciler
 
 lint: $(BIN)/reconciler
 	$(BIN)/ruff check reconciler tests bench
-	$(BIN)/ansible-lint --profile production playbooks/deploy-app.yml playbooks/reconciler-observe.yml roles/deploy_app
+	$(BIN)/ansible-lint --profile production playbooks/deploy-app.yml playbooks/reconciler-observe.yml playbooks/reconciler-observe-command.yml roles/deploy_app
 
 # Regenerate the README's images of the web page (docs/img/*.png) with the browser tests
 # (tests/web: Debian's chromium + chromium-driver, a real daemon on the local fleet).

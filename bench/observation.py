@@ -4,8 +4,8 @@
 observed the way ``reconciler observe --env prod`` does without a daemon: ``Reconciler.refresh``
 then ``Reconciler.observe`` (built with ``wiring.build``, default ``observe: {fact: ...}`` and
 ``observation.forks``), i.e. one ad-hoc run of the shipped ``reconciler-observe.yml`` through
-ansible-runner, gathering only the local facts, whose executable fact (installed by the role)
-runs ``app-service fact`` on each host. The first host is deployed with the shipped playbook
+ansible-runner, whose ``raw`` task runs the executable fact (installed by the role:
+``app-service fact``) on each host. The first host is deployed with the shipped playbook
 (untimed); the other hosts are copies of its deploy root (release, ``current`` link, pidfile of
 the one running app, the fact file re-pointed at their own app root), so every host reports
 the version and "running" as a deployed one does, without 1,000 deploys and 1,000 app
@@ -14,7 +14,8 @@ process and its reaped children (ansible-playbook, its forks, the fact executabl
 connections that is everything the observation costs. Against the ansible-pull reference: the
 CPU per host of an unchanged full run (``pull.cpu_per_host`` when ``ansible_pull`` ran before,
 else the figure of docs/performance.md). ``BENCH_OBSERVE_HOSTS`` and ``BENCH_OBSERVE_REPS`` set
-the size and the repetitions (3, quick 2: one observation of 1,000 hosts takes ~1,000 CPU-s).
+the size and the repetitions (3, quick 2: one observation of 1,000 hosts took ~1,000 CPU-s with
+``setup``, ~150 CPU-s with ``raw``).
 
 The SSH tier is measured by ``ssh_rollout`` / ``ssh_rollout_100`` (bench/ssh_rollout.py) on
 the fleet its rollouts deployed.

@@ -34,7 +34,7 @@ def roles_dir() -> Path:
 
 
 #: Shipped playbooks reconciler runs itself (observation); groups cannot name them.
-INTERNAL_PLAYBOOKS = frozenset({"reconciler-observe.yml"})
+INTERNAL_PLAYBOOKS = frozenset({"reconciler-observe.yml", "reconciler-observe-command.yml"})
 
 
 def shipped_playbooks() -> frozenset[str]:

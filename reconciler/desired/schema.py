@@ -209,7 +209,9 @@ class FactProbe(_Strict):
     )
     key: str = Field(default="version", pattern=r"^[A-Za-z0-9_]{1,64}$")
     fact_path: str | None = Field(
-        default=None, description="Directory of the fact files (default: deploy_app_fact_dir)."
+        default=None,
+        pattern=r"^/[A-Za-z0-9._/+@-]{0,255}$",
+        description="Directory of the fact files, absolute (default: deploy_app_fact_dir).",
     )
 
 

@@ -4,7 +4,8 @@ Contract (``GroupRollout.run``); every decision comes from ``plan.policy``, this
 * Each planned step runs through ``rollout.steps`` (journalled before and after, unreachable
   hosts retried with backoff, every success recorded as deployed at once); gate results are
   journalled with their checkpoint (after the step, after the bake, after a rollback), and what
-  the step's hosts run is observed after its gates.
+  the step's reached hosts run is observed after it, in the background (overlapping the next
+  step); every look has been recorded before the rollout's end is.
 * A step fails when more hosts fail than ``max_failed_hosts`` tolerates, or when a health gate
   fails on the step's successful hosts (after the step, and again after ``bake``).
 * On failure every host this rollout touched (a host it never reached is not touched) goes
@@ -164,6 +165,7 @@ class GroupRollout:
                 reason = f"internal error: {type(exc).__name__}: {exc}"[:500]
                 outcome = self._finish(RolloutState.FAILED, GroupState.FAILED, reason)
             finally:
+                self.steps.settle()
                 if outcome is None and not self._left_running:  # pragma: no cover - BaseException
                     store.finish_rollout(
                         self.rollout_id, RolloutState.FAILED, "stopped", self.a.clock()
@@ -189,7 +191,8 @@ class GroupRollout:
             reason = policy.playbook_failure(step, step_failures, self.group.rollout)
             if reason is None:
                 reason = self._gate_step(step, result)
-            self.steps.observe([h for h in self.group.hosts if h.name in set(self.touched)])
+            reached = set(policy.reached(step.hosts, statuses))
+            self.steps.observe([h for h in self.group.hosts if h.name in reached])
             if reason is not None:
                 if self.trigger is RolloutTrigger.SELF_HEAL:
                     return self._finish(
@@ -245,6 +248,7 @@ class GroupRollout:
         reason: str,
         revert: RevertOutcome | None = None,
     ) -> GroupOutcome:
+        self.steps.settle()
         self.a.store.finish_rollout(self.rollout_id, state, reason, self.a.clock())
         log.info("rollout_finished", state=str(state), hosts=len(self.changed), reason=reason)
         self._announce(state, reason)
@@ -287,6 +291,7 @@ class GroupRollout:
     def _aborted(self, step: Step) -> GroupOutcome:
         """The playbook was killed mid-step: left ``running`` for the next start to resume."""
         self._left_running = True
+        self.steps.settle()
         reason = f"step {step.index} killed at shutdown; hosts {', '.join(step.hosts)} unknown"
         log.warning("rollout_aborted", step=step.index, hosts=list(step.hosts))
         return GroupOutcome(

@@ -2,8 +2,9 @@
 
 Contract (``Observer.observe(environment, group, hosts, root)``):
 * ``observe: {fact: ...}`` (the default): one Ansible run of the shipped
-  ``reconciler-observe.yml`` on the hosts, gathering only local facts; the version is the
-  fact's ``key`` (the shipped role writes ``reconciler_<app>.fact`` with ``version``).
+  ``reconciler-observe.yml`` on the hosts, reading the group's apps' local facts with one
+  ``raw`` task per host; the version is the fact's ``key`` (the shipped role writes
+  ``reconciler_<app>.fact`` with ``version``).
 * ``observe: {command: {argv, version_regex}}``: one run per app of ``argv`` on the hosts,
   without a shell (placeholders ``{app}``, ``{name}``, ``{host}``, ``{environment}``,
   ``{group}`` replaced literally); the version is found in its stdout.
@@ -91,6 +92,7 @@ class Observer:
         mode: Literal["fact", "command"],
         timeout: float,
         fact_path: str | None = None,
+        fact_names: Sequence[str] = (),
         argv: Sequence[str] = (),
     ) -> tuple[RunResult, ansible_observe.Answers]:
         forks = min(max(self.forks, self.execution.forks), len(hosts))
@@ -102,7 +104,7 @@ class Observer:
             envvars["ANSIBLE_PRIVATE_KEY_FILE"] = str(self.execution.private_key_file)
         envvars.update(self.execution.extra_envvars)
         run = ansible_observe.observe_run(
-            content.playbooks_dir() / ansible_observe.PLAYBOOK,
+            content.playbooks_dir(),
             (root / environment.inventory).resolve(),
             [h.name for h in hosts],
             # a budget per wave of ``forks`` hosts: a fixed one cut large groups short
@@ -111,6 +113,7 @@ class Observer:
             label=f"{environment.name}-{group.name}-observe",
             mode=mode,
             fact_path=fact_path,
+            fact_names=fact_names,
             argv=argv,
         )
         answers = ansible_observe.Answers()
@@ -125,9 +128,10 @@ class Observer:
         probe: FactProbe,
         cancel: threading.Event | None,
     ) -> list[ObservedVersion]:
+        names = {app: probe.name.replace("{app}", app.replace("-", "_")) for app in group.apps}
         result, answers = self._run(
-            environment, group, hosts, root, cancel,
-            mode="fact", fact_path=probe.fact_path, timeout=10.0,
+            environment, group, hosts, root, cancel, mode="fact", fact_path=probe.fact_path,
+            fact_names=sorted(set(names.values())), timeout=10.0,
         )  # fmt: skip
         if result.outcome is RunOutcome.CANCELED:
             return []
@@ -136,7 +140,7 @@ class Observer:
         for host in hosts:
             answer = answers.by_host.get(host.name)
             for app in group.apps:
-                fact = probe.name.replace("{app}", app.replace("-", "_"))
+                fact = names[app]
                 record = self._unanswered(environment, host, app, result, answer, now)
                 if record is None:
                     assert answer is not None

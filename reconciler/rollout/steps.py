@@ -13,15 +13,21 @@ Contract (``StepRunner.play(phase, step, total, apps)``):
   step as the runner left it.
 * Every host whose playbook succeeded (in any attempt) is recorded as deployed at once.
 * ``step_finished`` is told (``tell``, ``rollout.announcements``) once the step is journalled.
-* ``observe(hosts)`` records what those hosts report they run (``rollout.observation``), when
-  an observer is configured; a failing observation never fails a rollout.
+* ``observe(hosts)`` starts looking at what those hosts run (``rollout.observation``), when an
+  observer is configured, in the background: one look at a time, in the order asked, so it
+  overlaps the next step instead of adding its wall time; each look is recorded when it
+  ends. ``settle()`` waits for every look asked so far (the group rollout settles before it
+  records its end, so a finished rollout's hosts are observed). A failing observation never
+  fails a rollout; an abort kills a running look (nothing recorded for it).
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import structlog
@@ -81,6 +87,8 @@ class StepRunner:
         self.rollout_id = rollout_id
         self.cancel = cancel
         self.abort = abort
+        self._looks: ThreadPoolExecutor | None = None
+        self._pending: list[Future[None]] = []
 
     def play(self, phase: Phase, step: Step, total: int, apps: Mapping[str, str]) -> RunResult:
         store, reporter = self.a.store, self.a.reporter
@@ -185,9 +193,25 @@ class StepRunner:
         return result
 
     def observe(self, hosts: Sequence[Host]) -> None:
-        observer = self.a.observer
-        if observer is None or not hosts:
+        if self.a.observer is None or not hosts:
             return
+        if self._looks is None:
+            self._looks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="observe")
+        context = contextvars.copy_context()  # the rollout's log context, in the look's logs
+        self._pending.append(self._looks.submit(context.run, self._look, list(hosts)))
+
+    def settle(self) -> None:
+        """Wait for every look asked so far (see the module docstring)."""
+        for pending in self._pending:
+            pending.result()
+        self._pending.clear()
+        if self._looks is not None:
+            self._looks.shutdown(wait=True)
+            self._looks = None
+
+    def _look(self, hosts: Sequence[Host]) -> None:
+        observer = self.a.observer
+        assert observer is not None
         try:
             found = observer.observe(
                 self.environment, self.group, hosts, self.deployment.root, cancel=self.abort

@@ -419,6 +419,7 @@ def test_content_passes_ansible_lint_production() -> None:
             "production",
             "playbooks/deploy-app.yml",
             "playbooks/reconciler-observe.yml",
+            "playbooks/reconciler-observe-command.yml",
             "roles/deploy_app",
         ],
         cwd=REPO_ROOT,

@@ -1,5 +1,5 @@
-"""The local fact tells what runs when it is read: the role's executable fact, read by Ansible's
-setup through the shipped reconciler-observe.yml (real ansible-runner runs) and by reconciler's
+"""The local fact tells what runs when it is read: the role's executable fact, run by the raw task
+of the shipped reconciler-observe.yml (real ansible-runner runs) and by reconciler's
 own ``Observer`` with the real ``PlaybookRunner``.
 
 One fleet (obs1, obs2; pidfile manager) walks through a history, each step a module-scoped
@@ -107,7 +107,7 @@ def runner(fleet: Fleet) -> PlaybookRunner:
 
 @dataclass
 class Gathered:
-    """What setup gathered per host: its local facts and the warnings of the task."""
+    """What the observation read per host: its local facts and the warnings of the task."""
 
     outcome: RunOutcome
     status: dict[str, HostStatus]
@@ -116,7 +116,7 @@ class Gathered:
 
     def fact(self, host: str) -> Mapping[str, Any]:
         fact = self.local[host][FACT]
-        assert isinstance(fact, Mapping), fact  # a string is setup's error message
+        assert isinstance(fact, Mapping), fact  # a string: the output was no JSON
         return fact
 
 
@@ -132,10 +132,11 @@ def gather(fleet: Fleet) -> Gathered:
             warnings.setdefault(data["host"], []).extend(data["res"].get("warnings") or [])
 
     run = ansible_observe.observe_run(
-        content.playbooks_dir() / ansible_observe.PLAYBOOK,
+        content.playbooks_dir(),
         write_observe_inventory(fleet),
         HOSTS,
         mode="fact",
+        fact_names=[FACT],
         timeout_s=120,
         envvars={},
         label="test-observe",
@@ -304,10 +305,10 @@ def test_the_role_run_twice_changes_nothing(legacy: Legacy) -> None:
     assert legacy.unchanged
 
 
-# --- setup reads what runs now --------------------------------------------------------------
+# --- the observation reads what runs now ------------------------------------------------
 
 
-def test_setup_reads_the_deployed_version_and_running(
+def test_the_observation_reads_the_deployed_version_and_running(
     obs: Fleet, upgraded: tuple[Run, Gathered, object]
 ) -> None:
     _, gathered, _ = upgraded

@@ -143,6 +143,14 @@ class RunningDaemon:
             for host in hosts
         }
 
+    def wait_converged(self, web: str, what: str, timeout: float = 240) -> None:
+        """Wait until ``converged(web)`` (a liveness bound: 6 hosts converge in ~40 s when the
+        machine is quiet); a timeout tells what the daemon logged last."""
+        try:
+            wait_for(lambda: self.converged(web), timeout, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the daemon's log ends:\n{self.log_tail()}") from None
+
     def converged(self, web: str, jobs: str = "3.0.0") -> bool:
         served = self.served()
         return (
@@ -209,5 +217,5 @@ def converged(setup: Setup, make_daemon) -> RunningDaemon:  # noqa: F811
     """A running daemon that converged the fleet to shop 1.0.0 / jobs 3.0.0."""
     setup.commit_versions({"web": {"shop": "1.0.0"}, "worker": {"jobs": "3.0.0"}}, "initial")
     daemon = make_daemon().start()
-    wait_for(lambda: daemon.converged("1.0.0"), 120, "the initial convergence")
+    daemon.wait_converged("1.0.0", "the initial convergence")
     return daemon

@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from reconciler.settings import Settings
-from tests.daemon.conftest import TOKEN, wait_for
+from tests.daemon.conftest import TOKEN
 
 MIB = 1024 * 1024
 BODY = 400_000_000
@@ -77,7 +77,7 @@ def test_a_huge_unauthenticated_body_costs_nothing_and_files_are_private(
 ):
     setup.commit_versions({"web": {"shop": "1.0.0"}, "worker": {"jobs": "3.0.0"}}, "initial")
     daemon = make_daemon().start(preexec=_private_umask_000_and_1024_files)
-    wait_for(lambda: daemon.converged("1.0.0"), 120, "the initial convergence")
+    daemon.wait_converged("1.0.0", "the initial convergence")
     assert daemon.proc is not None
     pid = daemon.proc.pid
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -209,7 +209,7 @@ def _pinned_to_1024_files() -> None:
 def test_idle_connections_do_not_stop_healthz_or_fetches(setup, make_daemon, capsys, idle):
     setup.commit_versions({"web": {"shop": "1.0.0"}, "worker": {"jobs": "3.0.0"}}, "initial")
     daemon = make_daemon().start(preexec=_pinned_to_1024_files)
-    wait_for(lambda: daemon.converged("1.0.0"), 120, "the initial convergence")
+    daemon.wait_converged("1.0.0", "the initial convergence")
     assert daemon.proc is not None
     pid = daemon.proc.pid
     baseline = _open_fds(pid)

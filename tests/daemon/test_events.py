@@ -150,7 +150,7 @@ def test_good_bump_bad_version_and_rejected_commit_are_told_in_order_everywhere(
     notify, github, sections = receivers
     setup.commit_versions({"web": {"shop": "1.0.0"}, "worker": {"jobs": "3.0.0"}}, "initial")
     daemon = make_daemon(**sections).start()
-    wait_for(lambda: daemon.converged("1.0.0"), 120, "the initial convergence")
+    daemon.wait_converged("1.0.0", "the initial convergence")
     setup.fleet.build("shop", "1.2.0", "unhealthy")
 
     # A good bump (of the workers, with the gates): accepted, started, steps, succeeded, synced.

@@ -21,7 +21,7 @@ def test_the_daemon_on_postgresql_converges_and_rides_out_an_outage(
         url = cluster.create_database("daemon")
         setup.commit_versions(V1, "initial")
         daemon = make_daemon(state={"url": url, "connect_timeout": "2s"}).start()
-        wait_for(lambda: daemon.converged("1.0.0"), 120, "the initial convergence")
+        daemon.wait_converged("1.0.0", "the initial convergence")
         state_dir = Settings.load(daemon.config).state_dir
         assert not (state_dir / "state.db").exists(), "no SQLite beside PostgreSQL"
         with PostgresStateStore.open(url, read_only=True) as store:

@@ -19,7 +19,7 @@ V2 = {"web": {"shop": "1.1.0"}, "worker": {"jobs": "3.0.0"}}
 def test_remote_removed_then_restored_the_daemon_stays_up_and_recovers(setup, make_daemon):
     setup.commit_versions(V1, "initial")
     daemon = make_daemon(source={"poll_interval": "1s", "poll_jitter": 0.0}).start()
-    wait_for(lambda: daemon.converged("1.0.0"), 120, "the initial convergence")
+    daemon.wait_converged("1.0.0", "the initial convergence")
     valid = daemon.status()["source"]["valid_commit"]
     hidden = setup.remote.bare.with_name("hidden.git")
     setup.remote.bare.rename(hidden)

@@ -57,7 +57,7 @@ def _webhook_sync_requests(daemon) -> list[dict]:
 def test_bad_deliveries_get_their_status_and_trigger_nothing(setup, make_daemon):
     setup.commit_versions({"web": {"shop": "1.0.0"}, "worker": {"jobs": "3.0.0"}}, "initial")
     daemon = make_daemon(daemon={"log_level": "debug"}).start()
-    wait_for(lambda: daemon.converged("1.0.0"), 120, "the initial convergence")
+    daemon.wait_converged("1.0.0", "the initial convergence")
     before = daemon.status()["source"]
     daemon.setup.commit_versions(BUMP, "bump that nobody announces properly")
     push = json.dumps({"ref": "refs/heads/main", "after": "a" * 40}).encode()

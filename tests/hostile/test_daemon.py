@@ -56,7 +56,7 @@ def test_hostile_commits_are_rejected_and_a_restart_on_one_starts_and_reports_it
 ):
     valid = setup.commit_versions(V1, "initial")
     daemon = make_daemon(limits=LIMITS).start()
-    wait_for(lambda: daemon.converged("1.0.0"), 120, "the initial convergence")
+    daemon.wait_converged("1.0.0", "the initial convergence")
     probe = tmp_path / "probe"
 
     previous: Case | None = None

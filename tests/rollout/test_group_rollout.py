@@ -8,6 +8,7 @@ only the playbook runner, the health checker and the Git reverter are the small 
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from pathlib import Path
 
@@ -444,7 +445,7 @@ class Observing:
         ]
 
 
-def test_every_step_is_observed_after_its_gates(store):
+def test_every_step_is_observed_after_it(store):
     observer = Observing(store)
     adapters = Adapters(store, FakeRunner(), FakeChecker(), observer=observer)
     g = group("2")
@@ -452,8 +453,42 @@ def test_every_step_is_observed_after_its_gates(store):
         adapters, ExecutionSettings(), environment(g), g, Deployment(Path("/repo"), "c0", "r1")
     )
     engine.run(canary.plan_group("prod", g, on_v1()))
-    assert [len(c) for c in observer.calls] == [1, 5, 10], "the hosts touched so far"
+    assert [len(c) for c in observer.calls] == [1, 4, 5], "each step's hosts, once"
+    assert sorted(h for c in observer.calls for h in c) == sorted(COHORT)
     assert {o.version for o in store.observed("prod").values()} == {"2"}
+
+
+def test_a_look_overlaps_the_next_step_and_every_look_is_recorded_before_the_end(store):
+    """The look after step 1 waits until step 2's playbook has started: observed in line
+    (before the next step) it would never see that and time out."""
+    step_2 = threading.Event()
+    runner = FakeRunner(before=lambda run: step_2.set() if len(runner.calls) == 1 else None)
+    overlapped: list[bool] = []
+
+    class Waiting(Observing):
+        def observe(self, environment, group, hosts, root, *, cancel=None):
+            if not self.calls:
+                overlapped.append(step_2.wait(timeout=30))  # a liveness bound, not a timing
+            return super().observe(environment, group, hosts, root, cancel=cancel)
+
+    observer = Waiting(store)
+    finished_with: list[int] = []
+
+    class Store(type(store)):  # the end is recorded only after every look was recorded
+        def finish_rollout(self, *args, **kwargs):
+            finished_with.append(len(self.observed("prod")))
+            return super().finish_rollout(*args, **kwargs)
+
+    store.__class__ = Store
+    adapters = Adapters(store, runner, FakeChecker(), observer=observer)
+    g = group("2")
+    engine = GroupRollout(
+        adapters, ExecutionSettings(), environment(g), g, Deployment(Path("/repo"), "c0", "r1")
+    )
+    outcome = engine.run(canary.plan_group("prod", g, on_v1()))
+    assert outcome.state == GroupState.SUCCEEDED
+    assert overlapped == [True], "step 2 started while step 1's hosts were being looked at"
+    assert finished_with == [len(COHORT)]
 
 
 def test_a_failed_self_heal_ends_failed_without_rollback_or_revert(store):

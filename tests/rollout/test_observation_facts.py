@@ -1,8 +1,10 @@
 """How the ``Observer`` turns local facts into observations, with a runner that replays the
-events a real ``setup`` run gives (the real runs are in tests/content/test_observed_fact.py)."""
+events a real ``raw`` run of ``reconciler-observe.yml`` gives (the real runs are in
+tests/content/test_observed_fact.py), and how the raw task's output is parsed."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host, Rollout
 from reconciler.desired.schema import FactProbe, Observe
 from reconciler.edges.ansible import HostResult, HostStatus, PlaybookRun, RunOutcome, RunResult
-from reconciler.edges.ansible.observe import fact_note
+from reconciler.edges.ansible.observe import fact_note, parse_facts
 from reconciler.record import ObservedVersion
 from reconciler.rollout.observation import Observer
 from reconciler.settings import ExecutionSettings
@@ -21,7 +23,8 @@ from reconciler.states import ObservationStatus
 
 
 class ReplayRunner:
-    """Answers every run with ``setup`` results giving ``local`` as ``ansible_local``."""
+    """Answers every run with the output of the raw task printing ``local`` (name -> the fact
+    as JSON, or a string printed as is)."""
 
     def __init__(
         self, runs_dir: Path, local: Mapping[str, Any], outcome: RunOutcome = RunOutcome.SUCCESSFUL
@@ -41,14 +44,23 @@ class ReplayRunner:
         if self.outcome is RunOutcome.CANCELED:  # killed before any host answered
             hosts = {h: HostResult(h, HostStatus.FAILED, False, "canceled") for h in run.hosts}
             return RunResult("x", RunOutcome.CANCELED, 254, hosts, 0.1, self.runs_dir)
+        stdout = "".join(
+            f"\n@@reconciler-fact {name}@@\n"
+            + (value if isinstance(value, str) else json.dumps(value))
+            + "\n"
+            for name, value in self.local.items()
+        )
+        for name in run.extra_vars["reconciler_fact_names"]:
+            if name not in self.local:
+                stdout += f"\n@@reconciler-fact {name}@@\n@@missing@@\n"
         for host in run.hosts:
             on_event(
                 {
                     "event": "runner_on_ok",
                     "event_data": {
                         "host": host,
-                        "resolved_action": "ansible.builtin.setup",
-                        "res": {"ansible_facts": {"ansible_local": dict(self.local)}},
+                        "resolved_action": "ansible.builtin.raw",
+                        "res": {"stdout": stdout, "rc": 0},
                     },
                 }
             )
@@ -138,3 +150,34 @@ def test_the_run_time_budget_grows_with_the_hosts_per_fork(tmp_path: Path) -> No
     observer.observe(environment, group, hosts, tmp_path)
     assert [r.timeout_s for r in runs] == [60.0, 180.0]  # 1 wave of 50, then 3 (50+50+20)
     assert [r.envvars["ANSIBLE_FORKS"] for r in runs] == ["50", "50"]
+
+
+def test_the_raw_output_is_parsed_per_fact() -> None:
+    stdout = (
+        "\n@@reconciler-fact reconciler_shop@@\n"
+        '{"version": "2.0.0", "running": true}\n'
+        "\n@@reconciler-fact reconciler_jobs@@\n@@missing@@\n"
+        "\n@@reconciler-fact reconciler_api@@\nTraceback: not json\n"
+    )
+    facts = parse_facts(stdout)
+    assert parse_facts(stdout.replace("\n", "\r\n")) == facts  # over SSH: a tty's CRLF
+    assert facts["reconciler_shop"] == {"version": "2.0.0", "running": True}
+    assert "reconciler_jobs" not in facts  # no file: "no such fact", as with setup
+    assert (
+        facts["reconciler_api"] == "error loading the fact reconciler_api: its output is not JSON"
+    )
+    assert fact_note(facts, "reconciler_jobs") == "no such fact"
+
+
+@pytest.mark.parametrize(
+    "stdout",
+    [
+        "",
+        "garbage before any marker",
+        "@@reconciler-fact bad name;rm@@\n{}",  # not a marker: names are [A-Za-z0-9_]
+        "@@reconciler-fact reconciler_shop@@\n" + '{"v": "' + "x" * 70000 + '"}',
+    ],
+)
+def test_hostile_or_empty_raw_output_gives_no_version(stdout: str) -> None:
+    facts = parse_facts(stdout)
+    assert all(not isinstance(value, dict) for value in facts.values())

@@ -29,7 +29,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from reconciler.testing.fleet import LocalFleet
-from tests.daemon.conftest import RunningDaemon, wait_for, write_config
+from tests.daemon.conftest import RunningDaemon, write_config
 from tests.end_to_end.conftest import _setup
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -185,7 +185,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
                 setup, config, f"http://127.0.0.1:{port}", config.parent / "daemon.log"
             ).start()
             try:
-                wait_for(lambda: running.converged("1.0.0"), 120, "the initial convergence")
+                running.wait_converged("1.0.0", "the initial convergence")
                 yield running
             finally:
                 running.stop(timeout=90)

@@ -1,13 +1,19 @@
 """Observation through Ansible: what to run to read what hosts run, and how to read the answer.
 
 Contract (no Ansible import, no I/O: the run itself goes through the ``Runner`` Protocol):
-* ``observe_run(...)`` is the ``PlaybookRun`` of the shipped ``reconciler-observe.yml`` on some
-  hosts: ``mode="fact"`` gathers only local facts (cheap: no other fact gathering, no change),
-  ``mode="command"`` runs ``argv`` on each host without a shell. Its extra vars are written
-  ``!unsafe`` by the runner like every playbook's, so an argv is never templated.
-* ``Answers`` is an ``on_event`` callback for that run: per host, the local facts
-  (``ansible_local``) or the command's stdout and rc, or why the task failed. Hosts the run
-  could not reach are told by the run's result (``HostStatus.UNREACHABLE``), not here.
+* ``observe_run(...)`` is the ``PlaybookRun`` of a shipped observation playbook on some hosts:
+  ``mode="fact"`` runs ``reconciler-observe.yml``, which reads the local facts ``fact_names``
+  with one ``raw`` task per host (no Python module on the host, no fact gathering, no change:
+  about a tenth of the controller's CPU of ``setup``); ``mode="command"`` runs
+  ``reconciler-observe-command.yml``: ``argv`` on each host without a shell. Its extra vars are
+  written ``!unsafe`` by the runner like every playbook's, so nothing in them is templated, and
+  they reach the remote shell only through Ansible's ``quote``.
+* ``Answers`` is an ``on_event`` callback for that run: per host, the local facts (parsed from
+  the raw task's output as ``setup`` would: JSON of an executable or a file, else a message
+  string) or the command's stdout and rc, or why the task failed. Hosts the run could not
+  reach are told by the run's result (``HostStatus.UNREACHABLE``), not here.
+* ``parse_facts(stdout)`` is that parsing: sections after ``@@reconciler-fact <name>@@``
+  markers, at most ``_FACT_MAX`` bytes each, ``@@missing@@`` for an absent file.
 * ``fact_version(facts, name, key)`` reads a version from the local facts: ``name`` is the fact
   (``reconciler_{app}`` with ``-`` written ``_``, as the shipped role writes it), ``key`` the
   field. Anything else than a plain short string is no version. The shipped role's fact is an
@@ -19,6 +25,8 @@ Contract (no Ansible import, no I/O: the run itself goes through the ``Runner`` 
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,13 +36,17 @@ from typing import Any, Literal
 from reconciler.edges.ansible import PlaybookRun
 
 PLAYBOOK = "reconciler-observe.yml"
+COMMAND_PLAYBOOK = "reconciler-observe-command.yml"
 _VERSION_MAX = 128
+_FACT_MAX = 64 * 1024
+_MARKER = re.compile(r"^@@reconciler-fact ([A-Za-z0-9_]{1,64})@@$", re.MULTILINE)
+_MISSING = "@@missing@@"
 _STDOUT_MAX = 64 * 1024
 _NOTE_MAX = 240
 
 
 def observe_run(
-    playbook: Path,
+    playbooks: Path,
     inventory: Path,
     hosts: Sequence[str],
     *,
@@ -43,17 +55,25 @@ def observe_run(
     envvars: Mapping[str, str],
     label: str,
     fact_path: str | None = None,
+    fact_names: Sequence[str] = (),
     argv: Sequence[str] = (),
 ) -> PlaybookRun:
+    """The run of the shipped observation playbook (in the directory ``playbooks``) for ``mode``."""
+    extra_vars: dict[str, Any]
+    if mode == "fact":
+        playbook = playbooks / PLAYBOOK
+        extra_vars = {
+            "reconciler_fact_path": fact_path or "",
+            "reconciler_fact_names": list(fact_names),
+        }
+    else:
+        playbook = playbooks / COMMAND_PLAYBOOK
+        extra_vars = {"reconciler_observe_argv": list(argv)}
     return PlaybookRun(
         playbook=playbook,
         inventory=inventory,
         hosts=tuple(hosts),
-        extra_vars={
-            "reconciler_observe": mode,
-            "reconciler_fact_path": fact_path or "",
-            "reconciler_observe_argv": list(argv),
-        },
+        extra_vars=extra_vars,
         timeout_s=timeout_s,
         envvars=dict(envvars),
         label=label,
@@ -94,15 +114,37 @@ class Answers:
             answer = self.by_host.setdefault(host, Answer())
             if name == "runner_on_failed":
                 answer.failure = str(res.get("msg") or res.get("stderr") or "task failed")[:300]
-            elif action.endswith("setup"):
-                facts = res.get("ansible_facts")
-                local = facts.get("ansible_local") if isinstance(facts, Mapping) else None
-                answer.facts = local if isinstance(local, Mapping) else {}
+            elif action.endswith("raw"):
+                stdout = res.get("stdout")
+                answer.facts = parse_facts(stdout if isinstance(stdout, str) else "")
             elif action.endswith("command"):
                 stdout = res.get("stdout")
                 answer.stdout = stdout[:_STDOUT_MAX] if isinstance(stdout, str) else ""
                 rc = res.get("rc")
                 answer.rc = rc if isinstance(rc, int) else None
+
+
+def parse_facts(stdout: str) -> dict[str, Any]:
+    """The facts in the raw task's output (see the module docstring): name -> the parsed JSON
+    (a mapping, as the fact printed it) or, as ``setup`` does, a message string when the output
+    is no JSON; absent files are left out."""
+    facts: dict[str, Any] = {}
+    stdout = stdout.replace("\r\n", "\n")  # raw over SSH runs in a tty: CRLF line ends
+    marks = list(_MARKER.finditer(stdout))
+    ends = [mark.start() for mark in marks[1:]] + [len(stdout)]
+    for mark, end in zip(marks, ends[: len(marks)], strict=True):
+        body = stdout[mark.end() : end].strip()
+        name = mark.group(1)
+        if body == _MISSING:
+            continue
+        if len(body) > _FACT_MAX:
+            facts[name] = f"the fact {name} is larger than {_FACT_MAX} bytes"
+            continue
+        try:
+            facts[name] = json.loads(body)
+        except ValueError:
+            facts[name] = f"error loading the fact {name}: its output is not JSON"
+    return facts
 
 
 def fact_version(facts: Mapping[str, Any] | None, name: str, key: str) -> str | None:
