@@ -62,6 +62,13 @@ class Browser:
         ).until(condition, what)
 
     def text(self, css: str = "main") -> str:
+        """The element's text now; found again when a live update replaced it while it was
+        being read (a stale element: the page swaps its content in place)."""
+        for _ in range(10):
+            try:
+                return self.driver.find_element(By.CSS_SELECTOR, css).text
+            except StaleElementReferenceException:
+                continue
         return self.driver.find_element(By.CSS_SELECTOR, css).text
 
     def wait_text(self, needle: str, css: str = "main", timeout: float = 30) -> str:

@@ -115,7 +115,8 @@ def test_a_bad_version_rolls_out_and_back_live(page, daemon, tmp_path):
     # History, filtered by result, lists it; the fleet is back in sync on the revert.
     page.open("/history?environment=prod&group=web&result=rolled_back")
     rows = page.driver.find_elements(By.CSS_SELECTOR, "table.rollouts tbody tr")
-    assert len(rows) == 1 and "shop 1.2.0" in rows[0].text and "rolled back" in rows[0].text
+    row = page.text("table.rollouts tbody tr")
+    assert len(rows) == 1 and "shop 1.2.0" in row and "rolled back" in row
     page.checks()
     page.open("/")
     assert revert[:12] in page.text(".summary")

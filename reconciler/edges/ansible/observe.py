@@ -17,8 +17,8 @@ Contract (no Ansible import, no I/O: the run itself goes through the ``Runner`` 
 * ``fact_version(facts, name, key)`` reads a version from the local facts: ``name`` is the fact
   (``reconciler_{app}`` with ``-`` written ``_``, as the shipped role writes it), ``key`` the
   field. Anything else than a plain short string is no version. The shipped role's fact is an
-  executable that setup runs: its ``version`` is null unless the app runs.
-* ``fact_note(facts, name)`` says, shortly and printably, why a fact gave no version: setup's
+  executable the observation runs: its ``version`` is null unless the app runs.
+* ``fact_note(facts, name)`` says, shortly and printably, why a fact gave no version: the
   message instead of the fact (it could not run or parse it), or the fact's own ``state``,
   ``reason`` and ``error`` (as the shipped role's fact gives them), or that there is no fact.
 """
@@ -171,7 +171,7 @@ def fact_note(facts: Mapping[str, Any] | None, name: str) -> str:
     fact = facts.get(name) if facts else None
     if fact is None:
         return "no such fact"
-    if isinstance(fact, str):  # setup's message: the fact could not be run or read
+    if isinstance(fact, str):  # the message of a fact that could not be run or read
         return _printable(fact[:_NOTE_MAX])
     if not isinstance(fact, Mapping):
         return "not a mapping"
