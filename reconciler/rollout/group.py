@@ -291,7 +291,6 @@ class GroupRollout:
     def _aborted(self, step: Step) -> GroupOutcome:
         """The playbook was killed mid-step: left ``running`` for the next start to resume."""
         self._left_running = True
-        self.steps.settle()
         reason = f"step {step.index} killed at shutdown; hosts {', '.join(step.hosts)} unknown"
         log.warning("rollout_aborted", step=step.index, hosts=list(step.hosts))
         return GroupOutcome(

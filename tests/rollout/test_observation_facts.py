@@ -176,6 +176,8 @@ def test_the_raw_output_is_parsed_per_fact() -> None:
         "garbage before any marker",
         "@@reconciler-fact bad name;rm@@\n{}",  # not a marker: names are [A-Za-z0-9_]
         "@@reconciler-fact reconciler_shop@@\n" + '{"v": "' + "x" * 70000 + '"}',
+        "@@reconciler-fact reconciler_shop@@\n" + "[" * 30000 + "]" * 30000,  # too deep
+        "x" * (5 * 1024 * 1024) + "\n@@reconciler-fact reconciler_shop@@\n{}",  # past the bound
     ],
 )
 def test_hostile_or_empty_raw_output_gives_no_version(stdout: str) -> None:

@@ -13,7 +13,8 @@ Contract (no Ansible import, no I/O: the run itself goes through the ``Runner`` 
   string) or the command's stdout and rc, or why the task failed. Hosts the run could not
   reach are told by the run's result (``HostStatus.UNREACHABLE``), not here.
 * ``parse_facts(stdout)`` is that parsing: sections after ``@@reconciler-fact <name>@@``
-  markers, at most ``_FACT_MAX`` bytes each, ``@@missing@@`` for an absent file.
+  markers, at most ``_FACT_MAX`` bytes each (the answer at most ``_RAW_MAX``), ``@@missing@@``
+  for an absent file; what is not JSON (also nested too deep) is a message string.
 * ``fact_version(facts, name, key)`` reads a version from the local facts: ``name`` is the fact
   (``reconciler_{app}`` with ``-`` written ``_``, as the shipped role writes it), ``key`` the
   field. Anything else than a plain short string is no version. The shipped role's fact is an
@@ -39,6 +40,7 @@ PLAYBOOK = "reconciler-observe.yml"
 COMMAND_PLAYBOOK = "reconciler-observe-command.yml"
 _VERSION_MAX = 128
 _FACT_MAX = 64 * 1024
+_RAW_MAX = 4 * 1024 * 1024  # every fact of a host's answer: 64 facts at most _FACT_MAX
 _MARKER = re.compile(r"^@@reconciler-fact ([A-Za-z0-9_]{1,64})@@$", re.MULTILINE)
 _MISSING = "@@missing@@"
 _STDOUT_MAX = 64 * 1024
@@ -129,10 +131,11 @@ def parse_facts(stdout: str) -> dict[str, Any]:
     (a mapping, as the fact printed it) or, as ``setup`` does, a message string when the output
     is no JSON; absent files are left out."""
     facts: dict[str, Any] = {}
-    stdout = stdout.replace("\r\n", "\n")  # raw over SSH runs in a tty: CRLF line ends
+    # a host's answer is bounded before it is searched; raw over SSH runs in a tty: CRLF
+    stdout = stdout[:_RAW_MAX].replace("\r\n", "\n")
     marks = list(_MARKER.finditer(stdout))
-    ends = [mark.start() for mark in marks[1:]] + [len(stdout)]
-    for mark, end in zip(marks, ends[: len(marks)], strict=True):
+    for index, mark in enumerate(marks):
+        end = marks[index + 1].start() if index + 1 < len(marks) else len(stdout)
         body = stdout[mark.end() : end].strip()
         name = mark.group(1)
         if body == _MISSING:
@@ -142,7 +145,7 @@ def parse_facts(stdout: str) -> dict[str, Any]:
             continue
         try:
             facts[name] = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             facts[name] = f"error loading the fact {name}: its output is not JSON"
     return facts
 
