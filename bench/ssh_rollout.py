@@ -32,8 +32,10 @@ runs the shipped ``deploy-app.yml`` for app ``shop``, each host gated on its ``/
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -61,7 +63,7 @@ from reconciler.testing.ssh_fleet import SshFleet, find_sshd
 APP, ENVIRONMENT, GROUP = "shop", "prod", "web"
 CANARY = (10, 50, 100)
 FORKS = 20
-FIRST_ADDRESS = 100  # 127.0.1.100+: apart from tests/ssh (10, 40) and tests/ssh/tuning (200)
+FIRST_ADDRESS = 100  # 127.0.1.100+ (tests/ssh use 10-69 per pytest-xdist worker, up to 189)
 ENV_FILE = "environments/prod.yaml"
 PLAYBOOK = content.playbooks_dir() / "deploy-app.yml"
 TUNINGS = ((True, True), (False, True), (True, False), (False, False))  # (pipelining, persist)
@@ -105,6 +107,7 @@ class Rig:
     reconciler: Reconciler
     group: GroupDesired
     batches: tuple[tuple[str, ...], ...]
+    config: Path  # the same settings as a configuration file, for ``reconciler sync --once``
     checker: HealthChecker = field(default_factory=HealthChecker)
     current: str = ""  # the version the hosts run (the last rollout's)
     timeout: int = 300  # of a playbook step; 40-50 hosts' first deploy take > 300 s when busy
@@ -149,13 +152,17 @@ def rig(ctx: Context, hosts: int) -> Iterator[Rig]:
             cohort = canary.cohort(ENVIRONMENT, GROUP, names)
             counts = (0, *canary.step_counts(CANARY, len(cohort)))
             batches = tuple(cohort[a:b] for a, b in itertools.pairwise(counts) if b > a)
-            settings = Settings(
-                state_dir=base / "state",
-                source={"url": repo.url},
-                execution={"forks": FORKS, "extra_envvars": fleet.ansible_envvars()},
+            values = {
+                "state_dir": str(base / "state"),
+                "source": {"url": repo.url},
+                "execution": {"forks": FORKS, "extra_envvars": fleet.ansible_envvars()},
+            }
+            config = base / "reconciler.json"  # JSON is YAML: what Settings.load reads
+            config.write_text(json.dumps(values, indent=2), encoding="utf-8")
+            reconciler = wiring.build(Settings.load(config))
+            yield Rig(
+                base, fleet, repo, reconciler, group, batches, config, timeout=max(300, 15 * hosts)
             )
-            reconciler = wiring.build(settings)
-            yield Rig(base, fleet, repo, reconciler, group, batches, timeout=max(300, 15 * hosts))
         finally:
             if reconciler is not None:
                 reconciler.store.close()
@@ -213,6 +220,32 @@ def reconciler_rollout(rig: Rig) -> dict[str, float]:
     rig.current = version
     parts = {k: watch.totals[k] for k in ("refresh", "playbook", "gates", "observe")}
     return {"wall": wall, "cpu": cpu, **parts, "other": wall - sum(parts.values())}
+
+
+def cli_rollout(rig: Rig) -> dict[str, float]:
+    """As a user runs it: bump the version in Git (untimed), then ``reconciler sync --once`` as
+    a new process (interpreter start, imports, fetch, plan, the steps, gates, store), timed
+    from outside; CPU of that process and its children."""
+    version = rig.new_version()
+    rig.repo.write(ENV_FILE, env_text(version, rig.timeout))
+    rig.repo.commit_push(f"shop {version}")
+    rig.fleet.drop_connections()
+    argv = [str(Path(sys.executable).parent / "reconciler"), "-c", str(rig.config)]
+    cpu, start = cpu_seconds(), time.perf_counter()
+    done = subprocess.run(
+        [*argv, "sync", "--once"], capture_output=True, text=True, timeout=3600, check=False
+    )
+    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    if done.returncode != 0:
+        output = done.stdout[-1500:] + done.stderr[-800:]
+        raise RuntimeError(f"reconciler sync --once {version}: {output}")
+    [rollout] = rig.reconciler.store.rollouts(ENVIRONMENT, limit=1)
+    steps = tuple(s.hosts for s in rig.reconciler.store.steps(rollout.id))
+    if steps != rig.batches or rollout.state != "succeeded":
+        raise RuntimeError(f"sync --once {version}: {rollout.state}, steps {steps}")
+    rig.serving(version)
+    rig.current = version
+    return {"wall": wall, "cpu": cpu}
 
 
 def _extravars(rig: Rig, version: str, rollout_id: str) -> Path:
@@ -338,8 +371,6 @@ def _rollout_rows(
 ) -> list[Row]:
     label = f"{hosts} hosts over SSH, [10, 50, 100]"
     reps = min(len(ours), len(raw))
-    ours_wall, raw_wall = _median(ours, "wall"), _median(raw, "wall")
-    ratio = ours_wall / raw_wall
     ours_pb, raw_pb = _median(ours, "playbook"), _median(raw, "playbook")
     ours_cpu, raw_cpu = _median(ours, "cpu"), _median(raw, "cpu")
     rows = [
@@ -355,16 +386,7 @@ def _rollout_rows(
             [s["wall"] for s in raw],
             note=f"CPU median {raw_cpu:.1f} s",
         ),
-        Row(
-            f"{prefix}.ratio",
-            "reconciler / raw (wall, ratio of medians)",
-            ratio,
-            "x",
-            runs=reps,
-            kind=DERIVED,
-            note=f"target <= 1.05; {'met' if ratio <= 1.05 else 'missed'}; "
-            f"+{ours_wall - raw_wall:.2f} s; CPU {ours_cpu / raw_cpu:.2f}x",
-        ),
+        _versus(f"{prefix}.ratio", "reconciler / raw (wall, ratio of medians)", ours, raw),
         Row(
             f"{prefix}.playbook_ratio",
             "playbook steps only: ansible-runner / plain ansible-playbook",
@@ -469,7 +491,52 @@ def _progress(prefix: str, which: str, sample: Mapping[str, float]) -> None:
     print(f"  {prefix} {which}: {figures}", file=sys.stderr, flush=True)
 
 
-def _ssh_rollout(ctx: Context, hosts: int, reps: int, prefix: str, observe_reps: int) -> list[Row]:
+def _cli_rows(
+    prefix: str,
+    hosts: int,
+    batches: str,
+    cli: Sequence[Mapping[str, float]],
+    raw: Sequence[Mapping[str, float]],
+) -> list[Row]:
+    label = f"{hosts} hosts over SSH, [10, 50, 100]"
+    return [
+        Row.of(
+            f"{prefix}.cli",
+            f"{label}: reconciler sync --once (a new process)",
+            [s["wall"] for s in cli],
+            note=f"batches {batches}; CPU median {_median(cli, 'cpu'):.1f} s",
+        ),
+        _versus(
+            f"{prefix}.cli_ratio",
+            "reconciler sync --once / raw (wall, ratio of medians, end to end)",
+            cli,
+            raw,
+        ),
+    ]
+
+
+def _versus(
+    name: str, what: str, ours: Sequence[Mapping[str, float]], raw: Sequence[Mapping[str, float]]
+) -> Row:
+    """The ratio of the wall medians of ``ours`` and ``raw``, against the 1.05 target."""
+    ours_wall, raw_wall = _median(ours, "wall"), _median(raw, "wall")
+    ratio = ours_wall / raw_wall
+    return Row(
+        name,
+        what,
+        ratio,
+        "x",
+        runs=min(len(ours), len(raw)),
+        kind=DERIVED,
+        note=f"target <= 1.05; {'met' if ratio <= 1.05 else 'missed'}; "
+        f"+{ours_wall - raw_wall:.2f} s; CPU {_median(ours, 'cpu') / _median(raw, 'cpu'):.2f}x",
+    )
+
+
+def _ssh_rollout(
+    ctx: Context, hosts: int, reps: int, prefix: str, observe_reps: int, inprocess_reps: int = 1
+) -> list[Row]:
+    cli: list[dict[str, float]] = []
     ours: list[dict[str, float]] = []
     raw: list[dict[str, float]] = []
     observed: list[dict[str, float]] = []
@@ -486,17 +553,24 @@ def _ssh_rollout(ctx: Context, hosts: int, reps: int, prefix: str, observe_reps:
                 else:
                     full.append(full_run(r, envvars))
                 _progress(prefix, which, (observed if which == "observe" else full)[-1])
+        sides = {"ours": ours, "cli": cli, "raw": raw}
         for rep in range(reps):  # alternate which goes first
-            order = ("ours", "raw") if rep % 2 == 0 else ("raw", "ours")
+            order = ["cli", "raw"] if rep % 2 == 0 else ["raw", "cli"]
+            if rep < inprocess_reps:  # the in-process rollout, for its breakdown
+                order.insert(rep % 3, "ours")
             for which in order:
                 if which == "ours":
                     ours.append(reconciler_rollout(r))
+                elif which == "cli":
+                    cli.append(cli_rollout(r))
                 else:
                     raw.append(raw_rollout(r, envvars))
-                _progress(prefix, which, (ours if which == "ours" else raw)[-1])
+                _progress(prefix, which, sides[which][-1])
             print(f"  {prefix}: run {rep + 1}/{reps} a side done", file=sys.stderr, flush=True)
         batches = "/".join(str(len(b)) for b in r.batches)
-    rows = _rollout_rows(prefix, hosts, batches, ours, raw)
+    rows = _cli_rows(prefix, hosts, batches, cli, raw)
+    if ours:
+        rows += _rollout_rows(prefix, hosts, batches, ours, raw)
     if observed:
         rows += _observation_rows(prefix, hosts, observed, full)
     return rows
@@ -521,7 +595,10 @@ def ssh_rollout_100(ctx: Context) -> list[Row]:
     hosts = int(os.environ.get("BENCH_SSH_HOSTS", LARGE_HOSTS))
     reps = int(os.environ.get("BENCH_SSH_REPS", ctx.reps(3, 2)))
     observe_reps = int(os.environ.get("BENCH_SSH_OBSERVE_REPS", ctx.reps(3, 2)))
-    return _ssh_rollout(ctx, hosts, reps, f"ssh{hosts}.rollout", observe_reps=observe_reps)
+    inprocess = int(os.environ.get("BENCH_SSH_INPROCESS_REPS", 1))
+    return _ssh_rollout(
+        ctx, hosts, reps, f"ssh{hosts}.rollout", observe_reps=observe_reps, inprocess_reps=inprocess
+    )
 
 
 def _flags(pipelining: bool, persist: bool) -> str:

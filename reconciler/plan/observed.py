@@ -14,7 +14,12 @@ Contract:
 * ``next_marks`` updates that history after an observation or a reconcile: unresolved drift
   keeps its first ``since``; a host healed less than ``flap_period`` ago that drifts out of
   band again is ``flapping``; a host back in sync loses ``since`` and ``flapping``.
-* ``observation_due`` says when an environment's hosts are looked at again by time.
+* ``to_look_at`` says which hosts a look by time (or on a reconcile) reads: every host with a
+  state not ``pending``. A pending host's class does not depend on what it runs, and the
+  rollout about to deploy it records what it runs after its step; ``reconciler observe``
+  still looks at every host.
+* ``observation_due`` says when an environment's hosts are looked at again by time (over the
+  states ``to_look_at`` keeps).
 * ``to_heal`` says which out-of-band hosts a self-heal rollout redeploys: only in groups with
   ``self_heal`` on, never flapping hosts, and only when the group has no pending change (the
   change's own rollout deploys those hosts anyway).
@@ -175,6 +180,11 @@ def next_marks(
             continue  # nothing to remember
         out.append(DriftHistory(state.host, state.app, since, healed_at, flapping))
     return out
+
+
+def to_look_at(states: Iterable[HostAppState]) -> tuple[HostAppState, ...]:
+    """The states a look by time reads (see the module docstring)."""
+    return tuple(s for s in states if s.drift is not DriftClass.PENDING)
 
 
 def observation_due(

@@ -16,6 +16,10 @@ Contract (``Observer.observe(environment, group, hosts, root)``):
   probe failed, e.g. a command's non-zero exit), with a short detail. A version must look
   like one (``desired.schema.VERSION_RE``); the regular expression only sees the first 4 KiB
   of an answer.
+* ``reported(environment, group, hosts, reports)`` (a function): what a deploy run of the
+  shipped role already told (its helper's facts at the end of the deploy, seen when that run
+  ended), read exactly as a look's answer would be, for the hosts that told every app of a
+  group observing the shipped facts; the other hosts are to be looked at.
 * Never raises for what hosts do; a run that cannot start makes its hosts ``failed``.
 * A run stopped by ``cancel`` (a newer commit, a shutdown) observes nothing of its hosts: what
   was seen before stands (a look cut short says nothing about the hosts).
@@ -25,10 +29,10 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from reconciler import content
 from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host
@@ -51,6 +55,71 @@ def version_in(text: str, regex: str) -> str | None:
         return None
     found = match.group(1) if match.re.groups else match.group(0)
     return found if found and VERSION_RE.fullmatch(found) else None
+
+
+def _fact_of(probe: FactProbe, app: str) -> str:
+    """The local fact ``probe`` reads for ``app``."""
+    return probe.name.replace("{app}", app.replace("-", "_"))
+
+
+def _from_fact(
+    environment: EnvironmentDesired,
+    host: Host,
+    app: str,
+    fact: str,
+    key: str,
+    answer: ansible_observe.Answer,
+    now: float,
+) -> ObservedVersion:
+    """The observation of ``app`` on ``host`` from the local facts the host gave."""
+    version = ansible_observe.fact_version(answer.facts, fact, key)
+    detail = ""
+    if version is not None and not VERSION_RE.fullmatch(version):
+        detail = f"{key!r} in the local fact {fact!r} is not a version"
+        version = None
+    elif version is None:
+        note = ansible_observe.fact_note(answer.facts, fact)
+        detail = f"no {key!r} in the local fact {fact!r}: {note}"[:300]
+    if version:
+        status = ObservationStatus.OK
+    elif ansible_observe.fact_stopped(answer.facts, fact):
+        status = ObservationStatus.STOPPED
+    else:
+        status = ObservationStatus.MISSING
+    return ObservedVersion(environment.name, host.name, app, version, status, detail, now)
+
+
+def reported(
+    environment: EnvironmentDesired,
+    group: GroupDesired,
+    hosts: Sequence[Host],
+    reports: Mapping[str, tuple[float, Mapping[str, Any]]],
+) -> tuple[list[ObservedVersion], list[Host]]:
+    """What a deploy run already told of ``hosts``, and the hosts still to look at.
+
+    ``reports``: per host, when its deploy run ended and the local facts the shipped role's
+    helper reported at the end of it (``ansible_observe.DeployReports``). They stand for a
+    look only when the group observes the shipped role's facts (``observe: {fact: ...}`` named
+    ``reconciler_{app}``) and the host reported every app of the group; every other host is to
+    be looked at.
+    """
+    probe = group.observe.fact if group.observe is not None else None
+    names = {app: ansible_observe.fact_name(app) for app in group.apps}
+    if probe is None or any(_fact_of(probe, app) != names[app] for app in group.apps):
+        return [], list(hosts)
+    found: list[ObservedVersion] = []
+    rest: list[Host] = []
+    for host in hosts:
+        seen_at, facts = reports.get(host.name, (0.0, {}))
+        if not group.apps or any(name not in facts for name in names.values()):
+            rest.append(host)
+            continue
+        answer = ansible_observe.Answer(facts=facts)
+        found.extend(
+            _from_fact(environment, host, app, names[app], probe.key, answer, seen_at)
+            for app in group.apps
+        )
+    return found, rest
 
 
 @dataclass(frozen=True)
@@ -128,7 +197,7 @@ class Observer:
         probe: FactProbe,
         cancel: threading.Event | None,
     ) -> list[ObservedVersion]:
-        names = {app: probe.name.replace("{app}", app.replace("-", "_")) for app in group.apps}
+        names = {app: _fact_of(probe, app) for app in group.apps}
         result, answers = self._run(
             environment, group, hosts, root, cancel, mode="fact", fact_path=probe.fact_path,
             fact_names=sorted(set(names.values())), timeout=10.0,
@@ -140,27 +209,10 @@ class Observer:
         for host in hosts:
             answer = answers.by_host.get(host.name)
             for app in group.apps:
-                fact = names[app]
                 record = self._unanswered(environment, host, app, result, answer, now)
                 if record is None:
                     assert answer is not None
-                    version = ansible_observe.fact_version(answer.facts, fact, probe.key)
-                    detail = ""
-                    if version is not None and not VERSION_RE.fullmatch(version):
-                        detail = f"{probe.key!r} in the local fact {fact!r} is not a version"
-                        version = None
-                    elif version is None:
-                        note = ansible_observe.fact_note(answer.facts, fact)
-                        detail = f"no {probe.key!r} in the local fact {fact!r}: {note}"[:300]
-                    if version:
-                        status = ObservationStatus.OK
-                    elif ansible_observe.fact_stopped(answer.facts, fact):
-                        status = ObservationStatus.STOPPED
-                    else:
-                        status = ObservationStatus.MISSING
-                    record = ObservedVersion(
-                        environment.name, host.name, app, version, status, detail, now
-                    )
+                    record = _from_fact(environment, host, app, names[app], probe.key, answer, now)
                 out.append(record)
         return out
 

@@ -13,11 +13,14 @@ Contract (``StepRunner.play(phase, step, total, apps)``):
   step as the runner left it.
 * Every host whose playbook succeeded (in any attempt) is recorded as deployed at once.
 * ``step_finished`` is told (``tell``, ``rollout.announcements``) once the step is journalled.
-* ``observe(hosts)`` starts looking at what those hosts run (``rollout.observation``), when an
-  observer is configured, in the background: one look at a time, in the order asked, so it
-  overlaps the next step instead of adding its wall time; each look is recorded when it
-  ends. ``settle()`` waits for every look asked so far (the group rollout settles before it
-  records its end, so a finished rollout's hosts are observed). A failing observation never
+* ``observe(hosts)`` records what those hosts run (``rollout.observation``), when an observer
+  is configured: the hosts whose deploy in this step succeeded and whose shipped role's
+  helper reported the group's facts in the run's events (``DeployReports``) are recorded from
+  that report; the others are looked at. In the background: one look at a time, in the order
+  asked, so it overlaps the next step instead of adding its wall time; each look is recorded
+  when it ends (reports in the same order, so an older look never overwrites a newer report).
+  ``settle()`` waits for every look asked so far (the group rollout settles before it records
+  its end, so a finished rollout's hosts are observed). A failing observation never
   fails a rollout; an abort kills a running look (nothing recorded for it).
 """
 
@@ -34,10 +37,11 @@ import structlog
 
 from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host
 from reconciler.edges.ansible import RunResult
+from reconciler.edges.ansible import observe as ansible_observe
 from reconciler.plan import policy
 from reconciler.plan.canary import Step
-from reconciler.record import DeployedVersion, StepRecord
-from reconciler.rollout import announcements, playbooks
+from reconciler.record import DeployedVersion, ObservedVersion, StepRecord
+from reconciler.rollout import announcements, observation, playbooks
 from reconciler.rollout.playbooks import Deployment
 from reconciler.rollout.ports import Adapters, StopRequest
 from reconciler.settings import ExecutionSettings
@@ -89,6 +93,8 @@ class StepRunner:
         self.abort = abort
         self._looks: ThreadPoolExecutor | None = None
         self._pending: list[Future[None]] = []
+        # per host that succeeded in this step: when its run ended, the facts the role reported
+        self._reports: dict[str, tuple[float, dict[str, Any]]] = {}
 
     def play(self, phase: Phase, step: Step, total: int, apps: Mapping[str, str]) -> RunResult:
         store, reporter = self.a.store, self.a.reporter
@@ -100,6 +106,7 @@ class StepRunner:
         reporter.step_started(self.environment.name, self.group.name, phase, step, total)
         log.info("step_started", phase=str(phase), step=step.index, hosts=list(step.hosts))
         attempts: list[dict[str, Any]] = []
+        self._reports = {}
         result = self._attempt(phase, step, apps, step.hosts, attempts)
         retries = self.group.rollout.retries
         waits = Backoff(retries.backoff_s, retries.max_backoff_s, jitter=0.5).waits()
@@ -160,8 +167,11 @@ class StepRunner:
             self.execution, self.environment, self.group, self.deployment, self.rollout_id,
             phase, dataclasses.replace(step, hosts=tuple(hosts)), apps,
         )  # fmt: skip
-        result = self.a.runner.run(run, cancel=self.abort)
+        reports = ansible_observe.DeployReports()
+        result = self.a.runner.run(run, cancel=self.abort, on_event=reports)
         finished = self.a.clock()
+        for host in result.succeeded():
+            self._reports[host] = (finished, reports.facts(host))
         self.a.store.record_deployed(
             [
                 DeployedVersion(
@@ -197,8 +207,9 @@ class StepRunner:
             return
         if self._looks is None:
             self._looks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="observe")
+        found, rest = observation.reported(self.environment, self.group, hosts, self._reports)
         context = contextvars.copy_context()  # the rollout's log context, in the look's logs
-        self._pending.append(self._looks.submit(context.run, self._look, list(hosts)))
+        self._pending.append(self._looks.submit(context.run, self._look, found, rest))
 
     def settle(self) -> None:
         """Wait for every look asked so far (see the module docstring)."""
@@ -209,13 +220,16 @@ class StepRunner:
             self._looks.shutdown(wait=True)
             self._looks = None
 
-    def _look(self, hosts: Sequence[Host]) -> None:
+    def _look(self, reported: list[ObservedVersion], hosts: Sequence[Host]) -> None:
         observer = self.a.observer
         assert observer is not None
         try:
-            found = observer.observe(
-                self.environment, self.group, hosts, self.deployment.root, cancel=self.abort
-            )
-            self.a.store.record_observed(found)
+            if reported:
+                self.a.store.record_observed(reported)
+            if hosts:
+                found = observer.observe(
+                    self.environment, self.group, hosts, self.deployment.root, cancel=self.abort
+                )
+                self.a.store.record_observed(found)
         except Exception:  # looking must never fail a rollout
             log.exception("observation_failed", hosts=[h.name for h in hosts])

@@ -3,8 +3,9 @@
 Contract:
 * ``look(environment, snapshot, force=)``: hosts gone from the inventory lose their records
   (deployed, observed, drift); the hosts of observed groups are looked at
-  (``rollout.observation``) when ``force``d (``reconciler observe``) or when due
-  (``plan.observed.observation_due``: never observed, or older than the interval); every host
+  (``rollout.observation``) when ``force``d (``reconciler observe``: every host) or when due
+  (``plan.observed.observation_due``: never observed, or older than the interval; then every
+  host ``plan.observed.to_look_at`` keeps: not the pending ones); every host
   and app is classified (``plan.observed.host_states``) and the drift history (since,
   flapping) is stored. Returns the classified states.
 * ``heal(...)``: in groups with ``self_heal`` on, with no pending change, not held (suspended,
@@ -67,6 +68,8 @@ class HostTruth:
         unobserved = {g.name for g in environment.groups.values() if g.observe is None}
         states = self._classify(environment, unobserved)
         watched = [s for s in states if s.group not in unobserved]
+        if not force:  # pending hosts: their rollout tells what they run (plan.observed)
+            watched = list(drift.to_look_at(watched))
         due = force or drift.observation_due(
             watched,
             self.a.clock(),
@@ -75,12 +78,14 @@ class HostTruth:
             environment=name,
         )
         if due and self.a.observer is not None and snapshot.root is not None:
+            looked = {s.host for s in watched}
             for group in environment.groups.values():
-                if group.name in unobserved:
+                hosts = [h for h in group.hosts if h.name in looked]
+                if group.name in unobserved or not hosts:
                     continue
                 try:
                     found = self.a.observer.observe(
-                        environment, group, group.hosts, snapshot.root, cancel=cancel
+                        environment, group, hosts, snapshot.root, cancel=cancel
                     )
                     store.record_observed(found)
                 except Exception:  # looking must never stop a reconcile

@@ -313,7 +313,11 @@ class Daemon:
                 resumed = self.reconciler.resume_interrupted(snapshot)
             else:  # each lease gained resumes its environment
                 self.replication.start(
-                    self.in_force, self._lease_gained, self._lease_lost, self._replica_request
+                    self.in_force,
+                    self._lease_gained,
+                    self._lease_lost,
+                    self._replica_request,
+                    self._lease_trusted,
                 )
             self._triggers.start()
             self.ready.set()
@@ -374,7 +378,7 @@ class Daemon:
             return
         for name, environment in snapshot.state.environments.items():
             if self.replication is not None and self.replication.token(name) is None:
-                continue  # another replica's
+                continue  # another replica's, or ours not trusted now (``_lease_trusted``)
             if requested is None or name in requested:
                 look = observe is None or name in (observe or set())
                 self._dispatch(name, environment, snapshot, observe=look)
@@ -494,7 +498,11 @@ class Daemon:
             )
             if resumed:
                 log.info("takeover_resumed", environment=lease.environment, rollouts=len(resumed))
-        self.request_sync(lease.environment, reason="lease", fetch=False)
+
+    def _lease_trusted(self, name: str) -> None:
+        """The lease of ``name`` gives a token now (gained, or renewed after an outage):
+        reconcile it, as a request skipped while it gave none is owed."""
+        self.request_sync(name, reason="lease", fetch=False)
 
     def _lease_lost(self, name: str) -> None:
         self.metrics.lease_transitions.labels(name, "lost").inc()

@@ -6,7 +6,10 @@ Contract (several daemons on one PostgreSQL database; SQLite has one process and
   environment: renew the lease it holds (lost: it says so), acquire the lease of one it
   should own (free or lapsed only: a live holder keeps it until it lets go), and release a
   lease it should no longer own once that environment is idle (``busy``), so a joining
-  replica gets its share without interrupting a rollout. It returns what changed.
+  replica gets its share without interrupting a rollout. It returns what changed, including
+  the held leases it renewed after their trust had run out (``Changes.trusted``: a store
+  outage or a pause made ``token`` answer None meanwhile, so a reconcile asked for then was
+  skipped and is owed now).
 * ``token(environment)``: the fencing token to write with, or None when this replica does not
   hold a lease it can trust *now*, or has just gained it and not yet called ``ready`` (the
   takeover first resumes what the previous holder left unfinished, alone). The lease must
@@ -46,11 +49,13 @@ __all__ = ["Changes", "Ownership"]
 
 @dataclass(frozen=True)
 class Changes:
-    """What one round changed: leases gained, lost (taken or lapsed), released."""
+    """What one round changed: leases gained, lost (taken or lapsed), released, and held
+    leases trusted again (renewed after their trusted part had run out)."""
 
     gained: tuple[Lease, ...] = ()
     lost: tuple[str, ...] = ()
     released: tuple[str, ...] = ()
+    trusted: tuple[str, ...] = ()
 
 
 @dataclass
@@ -83,6 +88,7 @@ class Ownership:
         gained: list[Lease] = []
         lost: list[str] = []
         released: list[str] = []
+        trusted: list[str] = []
         try:
             self.leases.heartbeat(self.replica, self.address, self.ttl)
             members = {r.replica for r in self.leases.live_replicas()} | {self.replica}
@@ -91,6 +97,7 @@ class Ownership:
                 held = dict(self._held)
             for name, mine in held.items():
                 started = self.clock()
+                lapsed = started - mine.renewed >= self.ttl - self.margin
                 renewed = self.leases.renew(mine.lease, self.ttl)
                 if renewed is None:
                     lost.append(name)
@@ -101,6 +108,8 @@ class Ownership:
                     self._forget(name)
                 else:
                     self._keep(renewed, started)
+                    if lapsed:
+                        trusted.append(name)
             for name in wanted:
                 if assigned[name] != self.replica or name in held:
                     continue
@@ -113,13 +122,15 @@ class Ownership:
                     self._keep(lease, started)
         except ReconcilerError as exc:
             log.warning("lease_round_failed", error=str(exc))
-        changes = Changes(tuple(gained), tuple(lost), tuple(released))
+        changes = Changes(tuple(gained), tuple(lost), tuple(released), tuple(trusted))
         for lease in changes.gained:
             log.info("lease_acquired", environment=lease.environment, fence=lease.token)
         for name in changes.lost:
             log.warning("lease_lost", environment=name)
         for name in changes.released:
             log.info("lease_released", environment=name, reason="assigned to another replica")
+        for name in changes.trusted:
+            log.info("lease_trusted_again", environment=name)
         return changes
 
     def _keep(self, lease: Lease, renewed: float) -> None:

@@ -2,10 +2,13 @@
 requests between replicas. ``Replication``.
 
 Contract:
-* ``start(environments, gained, lost, requested)`` starts two threads: the lease round
-  (``service.ownership.Ownership.tick`` every ``ttl / 3`` over ``environments()``, then
-  ``gained(lease)`` and ``lost(environment)`` for what changed) and the listener of sync
-  requests (``record.SyncRequests``), which calls ``requested(environment, reason)``.
+* ``start(environments, gained, lost, requested, trusted)`` starts two threads: the lease
+  round (``service.ownership.Ownership.tick`` every ``ttl / 3`` over ``environments()``, then
+  ``gained(lease)`` (the takeover: ``token`` gives nothing for it yet) and ``lost(environment)``
+  for what changed, and ``trusted(environment)`` once ``token`` gives one again: after a gained
+  lease's takeover, and for a held lease renewed after its trust ran out, so a reconcile
+  skipped meanwhile is not lost) and the listener of sync requests (``record.SyncRequests``),
+  which calls ``requested(environment, reason)``.
   Each callback runs in the thread of its source; a failing callback is logged.
 * ``token(environment)``: the fencing token to reconcile ``environment`` with, or None when
   this replica does not own it now (``Ownership.token``: within the trusted part of the
@@ -68,6 +71,7 @@ class Replication:
         gained: Callable[[Lease], None],
         lost: Callable[[str], None],
         requested: Callable[[str | None, str], None],
+        trusted: Callable[[str], None],
     ) -> None:
         def rounds() -> None:
             period = self.ownership.ttl / 3
@@ -76,8 +80,11 @@ class Replication:
                 for lease in changes.gained:
                     self._call(gained, lease)  # the takeover, before any reconcile of it
                     self.ownership.ready(lease.environment)
+                    self._call(trusted, lease.environment)
                 for name in changes.lost:
                     self._call(lost, name)
+                for name in changes.trusted:
+                    self._call(trusted, name)
                 self._stop.wait(period)
 
         def on_request(environment: str | None, reason: str) -> None:

@@ -8,6 +8,7 @@ SQLite); end-to-end tiers use no fake at all.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -27,7 +28,10 @@ from reconciler.states import ChangeKind, EventKind, HostStatus, PushStatus, Run
 
 class FakeRunner:
     """Every host succeeds, except ``failing`` hosts (only for ``failing_versions`` when
-    given: then a rollback to another version succeeds on them)."""
+    given: then a rollback to another version succeeds on them). With ``reports`` it emits, for
+    every host that succeeds, the event the shipped role's helper gives at the end of each
+    app's deploy (``runner_on_ok`` of a ``command`` task of role ``deploy_app`` whose stdout
+    carries the app's fact: that version, running)."""
 
     def __init__(
         self,
@@ -36,7 +40,9 @@ class FakeRunner:
         failing_versions: set[str] | None = None,
         unreachable: set[str] | frozenset[str] = frozenset(),
         before: Callable[[PlaybookRun], None] | None = None,
+        reports: bool = False,
     ) -> None:
+        self.reports = reports
         self.failing = set(failing)
         self.failing_versions = failing_versions
         self.unreachable = set(unreachable)
@@ -68,9 +74,25 @@ class FakeRunner:
                 hosts[host] = HostResult(host, HostStatus.FAILED, True, "boom")
             else:
                 hosts[host] = HostResult(host, HostStatus.OK, True, "")
+        if self.reports and on_event is not None:
+            for host in (h for h, r in hosts.items() if r.status is HostStatus.OK):
+                for app, version in apps.items():
+                    on_event(_report(host, app, version))
         ok = all(r.status is HostStatus.OK for r in hosts.values())
         outcome = RunOutcome.SUCCESSFUL if ok else RunOutcome.FAILED
         return RunResult("fake", outcome, 0, hosts, 0.0, Path("/nonexistent"), "")
+
+
+def _report(host: str, app: str, version: str) -> dict[str, Any]:
+    fact = {"app": app, "version": version, "current": version, "running": True}
+    stdout = json.dumps({"changed": True, "fact": {**fact, "state": "running"}})
+    data = {
+        "host": host,
+        "role": "deploy_app",
+        "resolved_action": "ansible.builtin.command",
+        "res": {"changed": True, "rc": 0, "stdout": stdout},
+    }
+    return {"event": "runner_on_ok", "event_data": data}
 
 
 class FakeChecker:

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -36,10 +37,55 @@ _FLEET_VARS = {
 }
 
 
+_ALL_PORTS = range(20000, 32768)  # below Linux's ephemeral range: no client socket takes these
+_SLICES = 8  # pytest-xdist workers gw0..gw7 each get their own slice
+
+
+def xdist_worker() -> int | None:
+    """The index of the pytest-xdist worker this process is (``gw2`` -> 2), else None."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else None
+
+
+def _port_range() -> range:
+    """This process's ports: a pytest-xdist worker's own slice, else the whole range."""
+    worker = xdist_worker()
+    if worker is None:
+        return _ALL_PORTS
+    size = len(_ALL_PORTS) // _SLICES
+    first = _ALL_PORTS.start + (worker % _SLICES) * size
+    return range(first, first + size)
+
+
+_PORTS = _port_range()
+_handed_out: set[int] = set()
+_next_port = [_PORTS.start + (os.getpid() * 7919) % len(_PORTS)]
+_port_lock = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback TCP port nobody listens on that this process has not handed out before.
+
+    Asking the kernel for port 0 twice can answer the same port twice once the first probe is
+    closed, and its answers come from the ephemeral range, where a client connection can take
+    the port before the test app binds it: two hosts of one fleet once got the same port. Ports
+    come from below the ephemeral range instead, each at most once per process, and parallel
+    test workers draw from disjoint slices.
+    """
+    with _port_lock:
+        for _ in range(len(_PORTS)):
+            port = _next_port[0]
+            _next_port[0] = _PORTS.start + (port + 1 - _PORTS.start) % len(_PORTS)
+            if port in _handed_out:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free loopback port left in {_PORTS.start}-{_PORTS.stop - 1}")
 
 
 def port_in_use(port: int) -> bool:

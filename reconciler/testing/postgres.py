@@ -28,12 +28,13 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+
+from reconciler.testing.fleet import free_port
 
 __all__ = ["PostgresCluster", "server_bin"]
 
@@ -67,12 +68,6 @@ def server_bin() -> Path | None:
         key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
     )
     return versions[-1].parent if versions else None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _run_as() -> pwd.struct_passwd | None:
@@ -141,7 +136,7 @@ class PostgresCluster:
     def start_server(self, attempts: int = 3) -> None:
         """Start the server (a new free port the first time, the same one afterwards)."""
         for attempt in range(attempts):
-            port = self.port or _free_port()
+            port = self.port or free_port()
             argv = [str(self.bin_dir / "postgres"), "-D", str(self.data), "-p", str(port)]
             argv += ["-k", str(self.base)]
             for key, value in _SETTINGS.items():

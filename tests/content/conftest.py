@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.testing.fleet import read_fact
+from reconciler.testing.fleet import free_port, read_fact
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO_ROOT / "playbooks" / "deploy-app.yml"
@@ -37,12 +36,6 @@ _RECAP = re.compile(
     r"rescued=(?P<rescued>\d+)\s+ignored=(?P<ignored>\d+)",
     re.MULTILINE,
 )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def unsafe(value: object) -> object:

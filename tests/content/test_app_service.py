@@ -177,15 +177,18 @@ def test_record_installs_the_executable_fact_only_when_it_changes(tmp_path: Path
     answers = []
     for extra in (["--check"], [], [], ["--version=2.0"]):
         proc = subprocess.run(argv + extra, capture_output=True, text=True, timeout=30, check=True)
-        answers.append(json.loads(proc.stdout)["changed"])
+        answers.append(json.loads(proc.stdout))
         if extra == ["--check"]:
             assert not fact.parent.exists()
     # The wrapper does not depend on the version: a later deploy leaves it alone.
-    assert answers == [True, True, False, False]
+    assert [answer["changed"] for answer in answers] == [True, True, False, False]
+    assert "fact" not in answers[0], "a check run reports no fact"
     assert fact.stat().st_mode & 0o777 == 0o755
     assert fact.parent.stat().st_mode & 0o777 == 0o755
     assert fact.read_text().startswith("#!/bin/sh\n")
     run = subprocess.run([str(fact)], capture_output=True, text=True, timeout=30, check=True)
+    # record's answer carries what the fact file prints (the deploy's report of the host)
+    assert all(answer["fact"] == json.loads(run.stdout) for answer in answers[1:])
     assert json.loads(run.stdout) == {
         "app": "shop",
         "manager": "pidfile",

@@ -28,10 +28,11 @@ import pytest
 from reconciler import content
 from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host, Rollout
 from reconciler.desired.schema import FactProbe, Observe
-from reconciler.edges.ansible import HostStatus, RunOutcome
+from reconciler.edges.ansible import HostStatus, PlaybookRun, RunOutcome
 from reconciler.edges.ansible import observe as ansible_observe
 from reconciler.edges.ansible.runner import PlaybookRunner
 from reconciler.record import ObservedVersion
+from reconciler.rollout import observation
 from reconciler.rollout.observation import Observer
 from reconciler.settings import ExecutionSettings
 from reconciler.states import ObservationStatus
@@ -377,3 +378,58 @@ def test_the_observer_sees_a_stopped_app_as_stopped(
     # obs1 was switched by hand: observed 1.0.0 where 2.0.0 is recorded
     assert (observed["obs1"].status, observed["obs1"].version) == (ObservationStatus.OK, V1)
     assert observed[GONE].status is ObservationStatus.UNREACHABLE
+
+
+# --- the deploy run tells what the hosts run (last: it changes the fleet) ---------------
+
+
+@dataclass
+class Redeployed:
+    """The deploy of 2.0.0 through the real PlaybookRunner, then a look at the hosts."""
+
+    outcome: RunOutcome
+    reports: dict[str, dict[str, Any]]
+    gathered: Gathered
+    observed: list[ObservedVersion]
+    rest: list[str]
+
+
+@pytest.fixture(scope="module")
+def redeployed(obs: Fleet, stopped: object) -> Redeployed:
+    """2.0.0 deployed again (obs1 back from 1.0.0, obs2 restarted), its helper's reports kept."""
+    inventory = write_observe_inventory(obs)
+    reports = ansible_observe.DeployReports()
+    run = PlaybookRun(
+        playbook=content.playbooks_dir() / "deploy-app.yml",
+        inventory=inventory,
+        hosts=tuple(HOSTS),
+        extra_vars={"reconciler_apps": {"shop": V2}, "reconciler_environment": "test"},
+        timeout_s=120,
+        roles_path=(content.roles_dir(),),
+        label="test-redeploy",
+    )
+    result = runner(obs).run(run, on_event=reports)
+    members = tuple(Host(name, "127.0.0.1") for name in [*HOSTS, GONE])
+    group = GroupDesired(
+        name="web", apps={"shop": V2}, hosts=members, after=(), playbook="deploy-app.yml",
+        rollout=Rollout(), health=(), timeout_s=60, observe=Observe(fact=FactProbe()),
+    )  # fmt: skip
+    environment = EnvironmentDesired("test", "environments/test.yaml", INVENTORY, {"web": group})
+    seen = {host: (1.0, facts) for host, facts in reports.by_host.items()}
+    found, rest = observation.reported(environment, group, members, seen)
+    return Redeployed(
+        result.outcome, dict(reports.by_host), gather(obs), found, [h.name for h in rest]
+    )
+
+
+def test_the_deploy_run_reports_what_a_look_would_read(redeployed: Redeployed) -> None:
+    """What the role's helper reports at the end of the deploy is the fact a look reads."""
+    assert redeployed.outcome is RunOutcome.SUCCESSFUL
+    assert sorted(redeployed.reports) == HOSTS
+    for name in HOSTS:
+        assert redeployed.reports[name] == {FACT: redeployed.gathered.fact(name)}
+        assert redeployed.reports[name][FACT]["version"] == V2
+    assert [(o.host, o.version, o.status) for o in redeployed.observed] == [
+        (name, V2, ObservationStatus.OK) for name in HOSTS
+    ]
+    assert redeployed.rest == [GONE], "a host that did not report is looked at"

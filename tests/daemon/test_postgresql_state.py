@@ -1,6 +1,6 @@
 """The real daemon with its state in PostgreSQL (``state.url``): it converges the fleet, and
 when the database goes away it keeps running (a warning per interrupted reconcile, the API
-answers 503) and carries on by itself once the database is back."""
+answers 503) and carries on by itself once the database is back (its lease trusted again)."""
 
 from __future__ import annotations
 
@@ -39,11 +39,28 @@ def test_the_daemon_on_postgresql_converges_and_rides_out_an_outage(
         unavailable = daemon.get("/api/v1/status")
         assert unavailable.status_code == 503 and unavailable.headers["retry-after"]
         assert daemon.proc is not None and daemon.proc.poll() is None
+        # A failed lease round (every 5 s, ending on the 2 s connect timeout): the next round
+        # comes more than the lease's trusted 10 s after its last renewal, so ``prod`` has no
+        # token until it renews, and a sync asked for meanwhile is skipped (and was lost
+        # before ``lease_trusted_again``). Had the database stayed away 15 s, the lease lapses
+        # and is acquired anew.
+        wait_for(
+            lambda: any(e.get("event") == "lease_round_failed" for e in daemon.events()),
+            60,
+            "a failed lease round",
+        )
 
         cluster.start_server()
         wait_for(lambda: daemon.get("/api/v1/status").status_code == 200, 60, "reads again")
-        daemon.post("/api/v1/sync", {"wait": True, "timeout": 180})
+        # No request from here on: the lease gives a token again (renewed, or lapsed in the
+        # database after 15 s and acquired anew), and that reconciles ``prod`` by itself.
         wait_for(lambda: daemon.converged("1.1.0"), 180, "convergence after the outage")
+        told = [e for e in daemon.events() if e.get("environment") == "prod"]
+        assert any(
+            e["event"] == "lease_trusted_again"
+            or (e["event"] == "lease_acquired" and e.get("fence", 0) > 1)
+            for e in told
+        ), "the lease came back"
         with PostgresStateStore.open(url, read_only=True) as store:
             assert store.unfinished_rollouts() == []
             stored = store.events(limit=500, oldest_first=True)  # commits: no environment

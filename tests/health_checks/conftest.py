@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tarfile
 import threading
@@ -22,15 +21,10 @@ from reconciler.desired.model import Host
 from reconciler.desired.schema import HealthCheck
 from reconciler.edges.gates import GateTarget
 from reconciler.testing import testapp
+from reconciler.testing.fleet import free_port
 from tests.tools import missing_tool
 
 HERE = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def check(kind: str, **gate: object) -> HealthCheck:

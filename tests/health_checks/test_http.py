@@ -8,8 +8,9 @@ import time
 from reconciler.desired.model import Host
 from reconciler.edges.gates import GateTarget
 from reconciler.edges.gates.checker import HealthChecker
+from reconciler.testing.fleet import free_port
 
-from .conftest import check, free_port, target
+from .conftest import check, target
 
 
 def test_http_pass(http_server):

@@ -10,8 +10,9 @@ from reconciler.desired.model import Host
 from reconciler.desired.schema import HealthCheck, HttpGate
 from reconciler.edges.gates import GateTarget
 from reconciler.edges.gates.checker import HealthChecker
+from reconciler.testing.fleet import free_port
 
-from .conftest import check, free_port, target
+from .conftest import check, target
 
 
 def test_tcp_open_port():

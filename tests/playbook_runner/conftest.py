@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import socket
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from reconciler.edges.ansible import RUN_IDENT_ENV
 from reconciler.edges.ansible.runner import PlaybookRunner
+from reconciler.testing.fleet import free_port
 
 PLAYBOOKS = Path(__file__).parent / "playbooks"
 
@@ -30,9 +30,7 @@ def local_host(**hostvars: Any) -> dict[str, Any]:
 
 
 def closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_port()
 
 
 def unreachable_host() -> dict[str, Any]:

@@ -8,15 +8,18 @@ its own monotonic clock.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 
 import psycopg
 import pytest
 
 from reconciler.plan import ownership as rendezvous
-from reconciler.record import Fenced, RunRecord
+from reconciler.record import Fenced, RunRecord, StoreUnavailable
 from reconciler.record.postgresql import PostgresLeases, PostgresStateStore
-from reconciler.service.ownership import Ownership
+from reconciler.record.postgresql.notifications import PostgresTriggers
+from reconciler.service.ownership import Changes, Ownership
+from reconciler.service.replication import Replication
 from reconciler.states import EnvironmentResult
 
 ENVIRONMENTS = [f"env-{n}" for n in range(6)]
@@ -153,6 +156,70 @@ def test_a_gained_lease_gives_no_token_until_its_takeover_is_done(replicas):
     assert a.token("env-0") is None, "nothing reconciles it before the resume of the takeover"
     a.ready("env-0")
     assert a.token("env-0") == lease.token
+
+
+class Outage:
+    """``Leases`` whose database is unreachable while ``down`` (``record.StoreUnavailable``)."""
+
+    def __init__(self, leases) -> None:
+        self.leases = leases
+        self.down = False
+
+    def __getattr__(self, name):
+        method = getattr(self.leases, name)
+
+        def call(*args, **kwargs):
+            if self.down:
+                raise StoreUnavailable("the database is down")
+            return method(*args, **kwargs)
+
+        return call
+
+
+def test_a_held_lease_renewed_after_an_outage_is_reported_trusted_again(replicas):
+    """A reconcile asked for while ``token`` gave None is owed once it gives one again."""
+    a = replicas["replica-a"][0]
+    a.leases = Outage(a.leases)
+    rounds(replicas, ["replica-a"], times=1)
+    mine = sorted(a.owners())
+    assert mine == ENVIRONMENTS and a.tick(ENVIRONMENTS).trusted == (), "trusted all along"
+    a.leases.down = True
+    assert a.tick(ENVIRONMENTS) == Changes(), "a failed round changes nothing"
+    a.clock.now += a.ttl - a.margin  # the next round is late: trust ran out meanwhile
+    assert all(a.token(e) is None for e in mine)
+    a.leases.down = False
+    changes = a.tick(ENVIRONMENTS)
+    assert sorted(changes.trusted) == mine and not changes.lost and not changes.gained
+    assert all(a.token(e) is not None for e in mine)
+    assert a.tick(ENVIRONMENTS).trusted == (), "said once"
+
+
+def test_replication_says_trusted_only_once_the_token_is_given(replicas):
+    """The daemon's reconcile of a gained lease must find its token: ``trusted`` comes after
+    the takeover (``gained``) and ``ready``."""
+    a = replicas["replica-a"][0]
+    seen: list[tuple[str, str, int | None]] = []
+    done = threading.Event()
+
+    def trusted(environment):
+        seen.append(("trusted", environment, a.token(environment)))
+        done.set()
+
+    store = replicas["replica-a"][1]
+    replication = Replication(a, PostgresTriggers(store.connections), fence=store.fenced)
+    replication.start(
+        lambda: ["env-0"],
+        lambda lease: seen.append(("gained", lease.environment, a.token(lease.environment))),
+        lambda _environment: None,
+        lambda _environment, _reason: None,
+        trusted,
+    )
+    try:
+        assert done.wait(30), "the first round gains env-0"
+    finally:
+        replication.stop()
+    assert seen[0] == ("gained", "env-0", None), "no token during the takeover"
+    assert seen[1][:2] == ("trusted", "env-0") and seen[1][2] is not None
 
 
 def test_standing_down_hands_over_at_once(replicas):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host, Retries, Rollout
-from reconciler.desired.schema import HealthCheck, HttpGate
+from reconciler.desired.schema import FactProbe, HealthCheck, HttpGate, Observe
 from reconciler.plan import canary, policy
 from reconciler.record import ObservedVersion
 from reconciler.record.sqlite import SqliteStateStore
@@ -456,6 +456,64 @@ def test_every_step_is_observed_after_it(store):
     assert [len(c) for c in observer.calls] == [1, 4, 5], "each step's hosts, once"
     assert sorted(h for c in observer.calls for h in c) == sorted(COHORT)
     assert {o.version for o in store.observed("prod").values()} == {"2"}
+
+
+def observing_facts(version: str, *, max_failed: int = 0) -> GroupDesired:
+    return dataclasses.replace(
+        group(version, max_failed=max_failed), observe=Observe(fact=FactProbe())
+    )
+
+
+def test_hosts_the_deploy_reported_are_recorded_from_the_report_not_looked_at(store):
+    observer = Observing(store)
+    runner = FakeRunner(reports=True)
+    ticks = iter(range(1, 10_000))
+    adapters = Adapters(
+        store, runner, FakeChecker(), observer=observer, clock=lambda: float(next(ticks))
+    )
+    g = observing_facts("2")
+    engine = GroupRollout(
+        adapters, ExecutionSettings(), environment(g), g, Deployment(Path("/repo"), "c0", "r1")
+    )
+    engine.run(canary.plan_group("prod", g, on_v1()))
+    assert observer.calls == [], "every host told what it runs in the deploy's events"
+    observed = store.observed("prod")
+    assert sorted(h for h, _ in observed) == sorted(HOSTS)
+    assert {(o.version, o.status) for o in observed.values()} == {("2", "ok")}
+    # seen when the step's run ended (not later, when the gates were done)
+    ended = {
+        host: attempt["finished_at"]
+        for step in store.steps(store.rollouts("prod")[0].id)
+        for attempt in step.attempts
+        for host in attempt["hosts"]
+    }
+    assert {h: o.observed_at for (h, _), o in observed.items()} == ended
+
+
+def test_a_host_that_did_not_report_is_looked_at(store):
+    """A failed host reports nothing (its report is not used); a group observing another
+    fact than the shipped role's is looked at whatever the deploy reported."""
+    observer = Observing(store)
+    runner = FakeRunner({COHORT[2]}, reports=True)
+    adapters = Adapters(store, runner, FakeChecker(), observer=observer)
+    g = observing_facts("2", max_failed=1)
+    engine = GroupRollout(
+        adapters, ExecutionSettings(), environment(g), g, Deployment(Path("/repo"), "c0", "r1")
+    )
+    engine.run(canary.plan_group("prod", g, on_v1()))
+    assert observer.calls == [(COHORT[2],)]
+
+    other = dataclasses.replace(g, observe=Observe(fact=FactProbe(name="app_{app}")))
+    observer.calls.clear()
+    engine = GroupRollout(
+        adapters,
+        ExecutionSettings(),
+        environment(other),
+        other,
+        Deployment(Path("/repo"), "c1", "r2"),
+    )
+    engine.run(canary.plan_group("prod", other, {(h, "shop"): "1" for h in HOSTS}))
+    assert sorted(h for c in observer.calls for h in c) == sorted(HOSTS)
 
 
 def test_a_look_overlaps_the_next_step_and_every_look_is_recorded_before_the_end(store):

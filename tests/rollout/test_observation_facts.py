@@ -15,7 +15,7 @@ import pytest
 from reconciler.desired.model import EnvironmentDesired, GroupDesired, Host, Rollout
 from reconciler.desired.schema import FactProbe, Observe
 from reconciler.edges.ansible import HostResult, HostStatus, PlaybookRun, RunOutcome, RunResult
-from reconciler.edges.ansible.observe import fact_note, parse_facts
+from reconciler.edges.ansible.observe import DeployReports, fact_note, parse_facts
 from reconciler.record import ObservedVersion
 from reconciler.rollout.observation import Observer
 from reconciler.settings import ExecutionSettings
@@ -183,3 +183,44 @@ def test_the_raw_output_is_parsed_per_fact() -> None:
 def test_hostile_or_empty_raw_output_gives_no_version(stdout: str) -> None:
     facts = parse_facts(stdout)
     assert all(not isinstance(value, dict) for value in facts.values())
+
+
+def deploy_event(stdout: object, **data: object) -> dict[str, Any]:
+    event_data = {
+        "host": "web-1",
+        "role": "deploy_app",
+        "resolved_action": "ansible.builtin.command",
+        "res": {"stdout": stdout},
+        **data,
+    }
+    return {"event": data.pop("event", "runner_on_ok"), "event_data": event_data}
+
+
+def test_the_deploy_role_helper_reports_are_collected_per_host_and_app() -> None:
+    reports = DeployReports()
+    first = {"app": "web-api", "version": "1.0.0", "running": True}
+    last = {"app": "web-api", "version": "2.0.0", "running": True}
+    reports(deploy_event(json.dumps({"changed": True, "fact": first})))
+    reports(deploy_event(json.dumps({"changed": False, "fact": last})))
+    reports(deploy_event(json.dumps({"changed": True, "unpack": True})))  # no fact: nothing
+    assert reports.facts("web-1") == {"reconciler_web_api": last}, "the last report wins"
+
+
+@pytest.mark.parametrize(
+    ("stdout", "data"),
+    [
+        ('{"fact": {"app": "shop", "version": "1"}}', {"role": "my_role"}),  # not the role
+        ('{"fact": {"app": "shop", "version": "1"}}', {"resolved_action": "ansible.builtin.raw"}),
+        ('{"fact": {"app": "shop", "version": "1"}}', {"event": "runner_on_failed"}),
+        ('{"fact": {"app": "Bad App;", "version": "1"}}', {}),  # no app name
+        ('{"fact": ["shop"]}', {}),
+        ('{"fact": "shop"} trailing', {}),  # not JSON
+        ('{"fact": ' + "[" * 30000 + "]" * 30000 + "}", {}),  # nested too deep
+        ('{"fact": {"app": "shop", "v": "' + "x" * 70000 + '"}}', {}),  # too large
+        (None, {}),
+    ],
+)
+def test_a_report_that_is_not_the_helpers_is_ignored(stdout: object, data: dict) -> None:
+    reports = DeployReports()
+    reports(deploy_event(stdout, **data))
+    assert reports.by_host == {}

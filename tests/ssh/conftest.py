@@ -6,7 +6,8 @@ fails (CI must run it; ``.ci/run`` installs openssh-server).
 
 Deploys over SSH cost CPU, so a module shares one fleet, remote and state dir, and every test
 starts from :func:`baseline` (every host serving one good version, Git and the store agreeing,
-every sshd up) and deploys versions of its own.
+every sshd up) and deploys versions of its own. Fleets start at :func:`ssh_address`, so SSH
+modules running at once on parallel pytest-xdist workers never share an address.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from reconciler.testing.fleet import LocalFleet, served_version
+from reconciler.testing.fleet import LocalFleet, served_version, xdist_worker
 from reconciler.testing.ssh_fleet import SshFleet, find_sshd
 from tests.end_to_end.conftest import Setup
 from tests.gitrepo import GitRemote
@@ -27,6 +28,14 @@ from tests.tools import missing_tool
 HOSTS = 10
 WEB = [f"web-{i:02d}" for i in range(1, HOSTS + 1)]
 _VERSIONS = (f"1.0.{n}" for n in itertools.count())
+_WORKER_SPAN = 60  # addresses per pytest-xdist worker: 127.0.1.10-69 for gw0, 70-129 for gw1...
+
+
+def ssh_address(first: int) -> int:
+    """The first address (127.0.1.N) of a fleet this module's tests place at ``first`` (10..69)
+    when running alone: ``first`` itself without pytest-xdist or on worker gw0, 60 further on
+    each next worker (a module's fleets run one at a time, modules on other workers at once)."""
+    return first + _WORKER_SPAN * (xdist_worker() or 0)
 
 
 def new_version(fleet: LocalFleet, behaviour: str = "ok") -> str:
@@ -95,7 +104,7 @@ def ssh_setup(sshd: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     """Ten sshd hosts web-01..web-10 in group web of environment prod; checked at the end
     to leave no process, app or listening port behind."""
     base = tmp_path_factory.mktemp("ssh")
-    fleet = SshFleet(base / "fleet", HOSTS, names=WEB)
+    fleet = SshFleet(base / "fleet", HOSTS, names=WEB, first_address=ssh_address(10))
     with fleet:
         yield fleet_setup(fleet, base)
     assert fleet.leftovers() == []
@@ -139,5 +148,5 @@ def baseline(ssh_setup: Setup) -> str:
 @pytest.fixture
 def small_fleet(sshd: str, tmp_path: Path) -> Iterator[SshFleet]:
     """Two sshd hosts on other addresses than the module fleet's."""
-    with SshFleet(tmp_path / "fleet", 2, first_address=40) as fleet:
+    with SshFleet(tmp_path / "fleet", 2, first_address=ssh_address(40)) as fleet:
         yield fleet

@@ -13,6 +13,7 @@ from reconciler.edges.ansible import HostStatus, PlaybookRun
 from reconciler.edges.ansible.runner import PlaybookRunner
 from reconciler.testing.fleet import served_version
 from reconciler.testing.ssh_fleet import SshFleet
+from tests.ssh.conftest import ssh_address
 
 pytestmark = pytest.mark.ssh
 
@@ -97,7 +98,7 @@ def fleet_traces(fleet: SshFleet) -> list[str]:
 
 
 def test_stop_leaves_no_sshd_app_or_port_behind(sshd: str, tmp_path: Path) -> None:
-    fleet = SshFleet(tmp_path / "fleet", 2, first_address=40).start()
+    fleet = SshFleet(tmp_path / "fleet", 2, first_address=ssh_address(40)).start()
     try:
         fleet.build("shop", "1.0.0")
         deploy = content.playbooks_dir() / "deploy-app.yml"

@@ -21,7 +21,7 @@ from reconciler.settings import Settings
 from reconciler.testing.fleet import served_version
 from reconciler.testing.ssh_fleet import SshFleet
 from tests.end_to_end.conftest import RECONCILER, Setup
-from tests.ssh.conftest import commit, fleet_setup, new_version, ssh_fleet
+from tests.ssh.conftest import commit, fleet_setup, new_version, ssh_address, ssh_fleet
 
 pytestmark = pytest.mark.ssh
 
@@ -30,7 +30,7 @@ UP, LOST = "pair-01", "pair-02"
 
 @pytest.fixture
 def pair(sshd: str, tmp_path: Path) -> Iterator[Setup]:
-    fleet = SshFleet(tmp_path / "fleet", 2, names=[UP, LOST], first_address=60)
+    fleet = SshFleet(tmp_path / "fleet", 2, names=[UP, LOST], first_address=ssh_address(60))
     with fleet:
         yield fleet_setup(fleet, tmp_path)
     assert fleet.leftovers() == []

@@ -15,6 +15,12 @@ Contract (no Ansible import, no I/O: the run itself goes through the ``Runner`` 
 * ``parse_facts(stdout)`` is that parsing: sections after ``@@reconciler-fact <name>@@``
   markers, at most ``_FACT_MAX`` bytes each (the answer at most ``_RAW_MAX``), ``@@missing@@``
   for an absent file; what is not JSON (also nested too deep) is a message string.
+* ``DeployReports`` is an ``on_event`` callback for a deploy run of the shipped ``deploy_app``
+  role: per host, the local facts its helper reported at the end of each app's deploy (the
+  ``fact`` of ``app-service activate``/``record``'s JSON answer, the object the fact file
+  prints, under the fact's name ``reconciler_<app>``). Only ``command`` tasks of the role
+  ``deploy_app`` are read, their stdout at most ``_FACT_MAX`` bytes; the last report of an app
+  wins. A failed or unreachable host reports nothing.
 * ``fact_version(facts, name, key)`` reads a version from the local facts: ``name`` is the fact
   (``reconciler_{app}`` with ``-`` written ``_``, as the shipped role writes it), ``key`` the
   field. Anything else than a plain short string is no version. The shipped role's fact is an
@@ -124,6 +130,51 @@ class Answers:
                 answer.stdout = stdout[:_STDOUT_MAX] if isinstance(stdout, str) else ""
                 rc = res.get("rc")
                 answer.rc = rc if isinstance(rc, int) else None
+
+
+DEPLOY_ROLE = "deploy_app"
+_APP_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+
+
+def fact_name(app: str) -> str:
+    """The local fact the shipped role writes for ``app``."""
+    return "reconciler_" + app.replace("-", "_")
+
+
+@dataclass
+class DeployReports:
+    """``on_event`` callback collecting what the deploy role's helper reported; thread-safe."""
+
+    by_host: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        data = event.get("event_data")
+        if event.get("event") != "runner_on_ok" or not isinstance(data, Mapping):
+            return
+        if data.get("role") != DEPLOY_ROLE or not _action(data).endswith("command"):
+            return
+        host, res = data.get("host"), data.get("res")
+        stdout = res.get("stdout") if isinstance(res, Mapping) else None
+        if not isinstance(host, str) or not isinstance(stdout, str) or len(stdout) > _FACT_MAX:
+            return
+        if '"fact"' not in stdout:
+            return
+        try:
+            answer = json.loads(stdout)
+        except (ValueError, RecursionError):
+            return
+        fact = answer.get("fact") if isinstance(answer, dict) else None
+        app = fact.get("app") if isinstance(fact, dict) else None
+        if not isinstance(app, str) or not _APP_RE.match(app):
+            return
+        with self._lock:
+            self.by_host.setdefault(host, {})[fact_name(app)] = fact
+
+    def facts(self, host: str) -> dict[str, Any]:
+        """The facts ``host`` reported (a copy)."""
+        with self._lock:
+            return dict(self.by_host.get(host, {}))
 
 
 def parse_facts(stdout: str) -> dict[str, Any]:
