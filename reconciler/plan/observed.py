@@ -14,9 +14,9 @@ Contract:
 * ``next_marks`` updates that history after an observation or a reconcile: unresolved drift
   keeps its first ``since``; a host healed less than ``flap_period`` ago that drifts out of
   band again is ``flapping``; a host back in sync loses ``since`` and ``flapping``.
-* ``to_look_at`` says which hosts a look by time (or on a reconcile) reads: every host with a
-  state not ``pending``. A pending host's class does not depend on what it runs, and the
-  rollout about to deploy it records what it runs after its step; ``reconciler observe``
+* ``to_look_at`` says which hosts a look by time (or on a reconcile) reads: every host that is
+  neither ``pending`` nor ``new_host``. Their class does not depend on what they run, and the
+  rollout about to deploy them records what they run after their step; ``reconciler observe``
   still looks at every host.
 * ``observation_due`` says when an environment's hosts are looked at again by time (over the
   states ``to_look_at`` keeps).
@@ -184,7 +184,7 @@ def next_marks(
 
 def to_look_at(states: Iterable[HostAppState]) -> tuple[HostAppState, ...]:
     """The states a look by time reads (see the module docstring)."""
-    return tuple(s for s in states if s.drift is not DriftClass.PENDING)
+    return tuple(s for s in states if s.drift not in (DriftClass.PENDING, DriftClass.NEW_HOST))
 
 
 def observation_due(

@@ -5,7 +5,7 @@ Contract:
   (deployed, observed, drift); the hosts of observed groups are looked at
   (``rollout.observation``) when ``force``d (``reconciler observe``: every host) or when due
   (``plan.observed.observation_due``: never observed, or older than the interval; then every
-  host ``plan.observed.to_look_at`` keeps: not the pending ones); every host
+  host ``plan.observed.to_look_at`` keeps: not the pending or new ones); every host
   and app is classified (``plan.observed.host_states``) and the drift history (since,
   flapping) is stored. Returns the classified states.
 * ``heal(...)``: in groups with ``self_heal`` on, with no pending change, not held (suspended,

@@ -406,24 +406,29 @@ class Counting(Reporting):
         return super().observe(environment, group, hosts, root, cancel=cancel)
 
 
-def test_a_due_look_skips_pending_hosts_and_observe_looks_at_every_host(store):
+def test_a_due_look_skips_pending_and_new_hosts_and_observe_looks_at_every_host(store):
     """w1 is about to get version 3 (pending: its class does not depend on what it runs, and
-    its rollout reports it); w2 is in sync and never observed: due, and the only one looked at."""
+    its rollout reports it), w3 was never deployed (a new host: likewise); w2 is in sync and
+    never observed: due, and the only one looked at."""
     store.record_deployed(
         [
             DeployedVersion("prod", "w1", "web", "2", "web", "c", None, 0.0),
             DeployedVersion("prod", "w2", "api", "3", "api", "c", None, 0.0),
         ]
     )
-    web = dataclasses.replace(group("web", ["w1"], "3"), observe=Observe(fact=FactProbe()))
+    web = dataclasses.replace(group("web", ["w1", "w3"], "3"), observe=Observe(fact=FactProbe()))
     api = dataclasses.replace(group("api", ["w2"], "3"), observe=Observe(fact=FactProbe()))
-    observer = Counting({"w1": "2", "w2": "3"})
+    observer = Counting({"w1": "2", "w2": "3", "w3": None})
     rec = reconciler(store, FakeRunner(), observer=observer)
     run_env(rec, snapshot(web, api))
-    # before the rollout only w2; w1 after its step (this fake runner's deploys report nothing)
-    assert observer.hosts == [("w2",), ("w1",)], "the pending host w1 was not looked at first"
+    # before the rollout only w2; w1 and w3 after their step (this fake runner's deploys report
+    # nothing)
+    assert observer.hosts[0] == ("w2",), "a pending or new host was looked at before its rollout"
+    assert sorted(h for hosts in observer.hosts[1:] for h in hosts) == ["w1", "w3"]
 
     observer.hosts.clear()
     store.update_environment("prod", NOON, suspended=True)
     run_env(rec, snapshot(dataclasses.replace(web, apps={"web": "4"}), api), observe=True)
-    assert sorted(observer.hosts) == [("w1",), ("w2",)], "reconciler observe: every host"
+    assert sorted(h for hosts in observer.hosts for h in hosts) == ["w1", "w2", "w3"], (
+        "reconciler observe: every host"
+    )
