@@ -13,6 +13,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -92,6 +93,24 @@ def start(root: Path) -> int:
     answer = helper("restart", "--version=2.0", "--start-timeout=0.2", app_root=root)
     assert answer["action"] == "started"
     return int(answer["pid"])
+
+
+def test_a_port_another_program_holds_is_refused_before_the_start(root: Path) -> None:
+    """Another program answers on the app's port: the start is refused (it would answer the
+    start check for an app that died on EADDRINUSE), and nothing is left running."""
+    with socket.create_server(("127.0.0.1", 0)) as other:
+        port = other.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, str(HELPER), "restart", "--version=2.0", f"--port={port}"]
+            + [f"--name={APP}", f"--app-root={root}", "--start-timeout=5"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert proc.returncode == 1, proc.stdout
+    assert f"127.0.0.1:{port} already accepts TCP connections" in proc.stderr
+    assert fact(root)["running"] is False
 
 
 def test_a_running_app_reports_the_version_current_points_to(root: Path) -> None:
