@@ -31,6 +31,7 @@ from reconciler.cli.app import (
 from reconciler.cli.daemon_calls import daemon_call, discover
 from reconciler.plan import canary
 from reconciler.plan import observed as drift_model
+from reconciler.record import StoreUnavailable
 from reconciler.report import history as history_model
 from reconciler.report import status as read_model
 from reconciler.report import terminal
@@ -74,7 +75,10 @@ def validate(
 
 
 def _desired(snapshot: DesiredSnapshot) -> DesiredSnapshot:
-    """Say what is wrong with the source; exit 1 when there is no valid desired state."""
+    """Say what is wrong with the source; exit 1 when there is no valid desired state (2, as
+    every command, when the state store is unavailable)."""
+    if snapshot.store_error:
+        raise StoreUnavailable(snapshot.store_error)
     if snapshot.source_error:
         shown = terminal.short(snapshot.commit.sha if snapshot.commit else None)
         errors.print(

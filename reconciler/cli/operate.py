@@ -106,6 +106,8 @@ def sync(
     except AlreadyRunning as exc:
         fail(f"{exc}: its API did not answer; try again or stop it", 2)
     snapshot = result.snapshot
+    if snapshot.store_error:
+        raise StoreUnavailable(snapshot.store_error)
     if snapshot.source_error:
         errors.print(
             Text("source: ", style="yellow") + Text(safe(snapshot.source_error, MESSAGE_LIMIT))

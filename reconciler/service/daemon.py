@@ -384,6 +384,8 @@ class Daemon:
                 self._dispatch(name, environment, snapshot, observe=look)
 
     def _note_source(self, snapshot: DesiredSnapshot) -> None:
+        if snapshot.store_error:
+            return  # the store, not the source, failed: no fetch backoff (the lease path waits)
         if snapshot.source_error:
             self._failures += 1
             delay = Backoff(self.settings.source.poll_interval, MAX_BACKOFF_S).delay(self._failures)

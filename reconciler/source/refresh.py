@@ -10,8 +10,10 @@ Contract (``DesiredSource.refresh(fetch=True)``):
   the Git edge refuses (``UnsafeTreeError``: a link escaping the repository, a nested ``.git``,
   too many bytes): a problem of that commit, shown as its rejection, never as an outage. A
   failing remote is the source error; an unforeseen failure keeps the last snapshot, with the
-  failure as its ``source_error``. Problems render terminal-safe and length-capped
-  (``desired.problems``).
+  failure as its ``source_error``. A state store that is unavailable (``StoreUnavailable``)
+  keeps the last snapshot with ``store_error`` set (logged ``refresh_store_unavailable``): it
+  is not a source failure, and the daemon does not back off fetching for it. Problems render
+  terminal-safe and length-capped (``desired.problems``).
 * ``record=True`` (the daemon, a foreground ``sync``) writes what happened to the store
   (``source.facts``) and logs ``commit_rejected`` once per rejected commit. ``record=False``
   (``diff``, ``plan``, ``status``) writes nothing anywhere: reads never change what the daemon
@@ -48,6 +50,7 @@ from reconciler.desired.model import DesiredState
 from reconciler.desired.problems import Problem
 from reconciler.edges.git import CommitInfo, SourceError, UnsafeTreeError
 from reconciler.record.events import EventSink, SilentSink
+from reconciler.record.protocols import StoreUnavailable
 from reconciler.source import facts
 from reconciler.states import EventKind
 
@@ -76,6 +79,7 @@ class DesiredSnapshot:
     tip: CommitInfo | None = None  # the newest commit seen
     problems: tuple[Problem, ...] = ()  # why the tip was rejected
     source_error: str = ""  # why the last fetch failed
+    store_error: str = ""  # the state store was unavailable: this is the previous snapshot
 
     @property
     def tip_rejected(self) -> bool:
@@ -119,6 +123,10 @@ class DesiredSource:
         with self._lock:
             try:
                 snapshot = self._refresh(fetch)
+            except StoreUnavailable as exc:  # a store outage is not the source's fault
+                log.warning("refresh_store_unavailable", error=str(exc)[:500])
+                previous = self._current or DesiredSnapshot(None, None, None)
+                snapshot = dataclasses.replace(previous, store_error=str(exc)[:500])
             except Exception as exc:  # the daemon's start-up refresh included: never raise
                 log.exception("refresh_failed")
                 error = f"refresh failed: {type(exc).__name__}: {exc}"[:500]

@@ -101,8 +101,16 @@ def test_a_port_another_program_holds_is_refused_before_the_start(root: Path) ->
     with socket.create_server(("127.0.0.1", 0)) as other:
         port = other.getsockname()[1]
         proc = subprocess.run(
-            [sys.executable, str(HELPER), "restart", "--version=2.0", f"--port={port}"]
-            + [f"--name={APP}", f"--app-root={root}", "--start-timeout=5"],
+            [
+                sys.executable,
+                str(HELPER),
+                "restart",
+                "--version=2.0",
+                f"--port={port}",
+                f"--name={APP}",
+                f"--app-root={root}",
+                "--start-timeout=5",
+            ],
             capture_output=True,
             text=True,
             timeout=30,

@@ -73,5 +73,9 @@ def test_the_daemon_on_postgresql_converges_and_rides_out_an_outage(
         assert {e.kind for e in stored} >= {"commit_accepted", "rollout_started", "step_finished"}
         assert daemon.stop() == 0
         assert not any(e.get("event") == "reconcile_crashed" for e in daemon.events())
+        # The outage was the store's, not Git's: no traceback, no backoff of the fetches.
+        assert not any(
+            e.get("event") in ("refresh_failed", "source_backoff") for e in daemon.events()
+        )
     finally:
         cluster.stop()

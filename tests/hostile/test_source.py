@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
+from reconciler.record import StoreUnavailable
 from reconciler.service import wiring
 from reconciler.settings import Settings
 from reconciler.source import facts
@@ -97,3 +99,44 @@ def test_every_hostile_tip_is_rejected_with_file_line_and_the_valid_commit_kept(
     later = stage.refresh()
     assert later.commit.sha == fixed and not later.problems
     assert facts.read(meta).rejected_commit is None
+
+
+class FlakyMeta(Meta):
+    """The store's meta table, unavailable while ``down`` (as a PostgreSQL outage is)."""
+
+    down = False
+
+    def get_meta(self, key: str) -> str | None:
+        if self.down:
+            raise StoreUnavailable("state store unavailable: connection refused")
+        return super().get_meta(key)
+
+    def set_meta(self, key: str, value: str) -> None:
+        if self.down:
+            raise StoreUnavailable("state store unavailable: connection refused")
+        super().set_meta(key, value)
+
+
+def test_a_store_outage_keeps_the_snapshot_and_is_no_source_error(tmp_path: Path):
+    """The daemon backs off fetching on a source error; a store outage must not read as one."""
+    remote = GitRemote(tmp_path / "git")
+    inventory(remote.work / "inventories" / "prod.yml")
+    valid = remote.commit("valid", {ENV_FILE: VALID})
+    settings = Settings(state_dir=tmp_path / "state", source={"url": remote.url}, limits=LIMITS)
+    meta = FlakyMeta()
+    stage = wiring.desired_source(settings, meta, record=True)  # type: ignore[arg-type]
+    assert stage.refresh().commit.sha == valid
+
+    meta.down = True
+    remote.commit("a later valid commit", {ENV_FILE: VALID.replace("1.0.0", "1.0.1")})
+    with capture_logs() as logs:
+        during = stage.refresh()
+    assert during.store_error == "state store unavailable: connection refused"
+    assert during.source_error == "", "a store outage is not the source's failure"
+    assert during.commit.sha == valid and during.state is not None, "the snapshot is kept"
+    events = [entry["event"] for entry in logs]
+    assert "refresh_store_unavailable" in events and "refresh_failed" not in events
+
+    meta.down = False
+    after = stage.refresh()
+    assert after.store_error == "" and after.commit.sha != valid
