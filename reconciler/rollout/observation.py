@@ -57,11 +57,6 @@ def version_in(text: str, regex: str) -> str | None:
     return found if found and VERSION_RE.fullmatch(found) else None
 
 
-def _fact_of(probe: FactProbe, app: str) -> str:
-    """The local fact ``probe`` reads for ``app``."""
-    return probe.name.replace("{app}", app.replace("-", "_"))
-
-
 def _from_fact(
     environment: EnvironmentDesired,
     host: Host,
@@ -105,7 +100,9 @@ def reported(
     """
     probe = group.observe.fact if group.observe is not None else None
     names = {app: ansible_observe.fact_name(app) for app in group.apps}
-    if probe is None or any(_fact_of(probe, app) != names[app] for app in group.apps):
+    if probe is None or any(
+        ansible_observe.fact_name(app, probe.name) != names[app] for app in group.apps
+    ):
         return [], list(hosts)
     found: list[ObservedVersion] = []
     rest: list[Host] = []
@@ -197,7 +194,7 @@ class Observer:
         probe: FactProbe,
         cancel: threading.Event | None,
     ) -> list[ObservedVersion]:
-        names = {app: _fact_of(probe, app) for app in group.apps}
+        names = {app: ansible_observe.fact_name(app, probe.name) for app in group.apps}
         result, answers = self._run(
             environment, group, hosts, root, cancel, mode="fact", fact_path=probe.fact_path,
             fact_names=sorted(set(names.values())), timeout=10.0,

@@ -136,9 +136,13 @@ DEPLOY_ROLE = "deploy_app"
 _APP_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
 
-def fact_name(app: str) -> str:
-    """The local fact the shipped role writes for ``app``."""
-    return "reconciler_" + app.replace("-", "_")
+SHIPPED_FACT = "reconciler_{app}"
+
+
+def fact_name(app: str, template: str = SHIPPED_FACT) -> str:
+    """The local fact ``template`` names for ``app`` (``{app}`` with ``-`` as ``_``, as fact
+    names allow); by default the one the shipped role writes."""
+    return template.replace("{app}", app.replace("-", "_"))
 
 
 @dataclass
