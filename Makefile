@@ -23,7 +23,7 @@ demo: $(BIN)/reconciler
 
 # The README's test command: lint, format, layers (import-linter), types (mypy), then the suite
 # on TEST_WORKERS pytest-xdist workers, a module per worker at a time (`make test TEST_WORKERS=0`:
-# one process). The suite is CPU bound (~61 CPU-minutes): 3 workers keep 2 cores busy.
+# one process). The suite is CPU bound (ansible-playbook, the daemons): 3 workers keep 2 cores busy.
 TEST_WORKERS ?= 3
 test: $(BIN)/reconciler
 	$(BIN)/ruff check reconciler tests bench
