@@ -7,7 +7,10 @@ Contract of :func:`kill` (``find`` returns the processes to kill, and is called 
   more, and a child forked before its parent stopped is found in the next round (its stopped
   parent is still alive, so trees stay connected while we look).
 * Then ``SIGKILL`` every process seen (``SIGKILL`` also ends a stopped process) and wait, at
-  most ``timeout_s`` seconds in all, with :func:`psutil.wait_procs`, until they are gone.
+  most ``timeout_s`` seconds in all, until each has exited: a pidfd (``os.pidfd_open``) per
+  process, readable once it terminated. A zombie counts as exited: reaping it is its parent's
+  business (init's, for orphans, which may take seconds; this machine's init reaps every ~2 s),
+  and waiting for its pid to vanish only made a kill late.
 * It never waits on a direct child of the current process: ``waitpid`` would reap it behind
   the back of its owner (``subprocess.Popen``, pexpect), which would then report a wrong exit
   status. A direct child is reaped by its owner; everything below it is waited for here.
@@ -25,7 +28,9 @@ from __future__ import annotations
 
 import logging
 import os
+import selectors
 import signal
+import time
 from collections.abc import Callable, Iterable
 
 import psutil
@@ -130,7 +135,7 @@ def kill(
     for proc in seen.values():
         _signal(proc, signal.SIGKILL)
     waitable = [p for p in seen.values() if _parent(p) != me]
-    _, left = psutil.wait_procs(waitable, timeout=timeout_s)
+    left = _wait_exited(waitable, timeout_s)
     if left:
         log.warning(
             "processes: %d process(es) still there %gs after SIGKILL: %s",
@@ -139,6 +144,38 @@ def kill(
             sorted(p.pid for p in left),
         )
     return sorted(seen)
+
+
+def _wait_exited(procs: Iterable[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait (events, not polling) until every process has exited; return those that have not."""
+    pending: dict[int, psutil.Process] = {}
+    with selectors.DefaultSelector() as selector:
+        try:
+            for proc in procs:
+                try:
+                    fd = os.pidfd_open(proc.pid)
+                except ProcessLookupError:
+                    continue  # gone already
+                # The pid may have been reused between kill and open: only ours is waited for.
+                if not alive(proc):
+                    os.close(fd)
+                    continue
+                selector.register(fd, selectors.EVENT_READ)
+                pending[fd] = proc
+            deadline = time.monotonic() + timeout_s
+            while pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                for key, _ in selector.select(remaining):
+                    selector.unregister(key.fd)
+                    os.close(key.fd)
+                    del pending[key.fd]
+        finally:
+            for fd in list(pending):
+                selector.unregister(fd)
+                os.close(fd)
+    return list(pending.values())
 
 
 def _parent(proc: psutil.Process) -> int | None:

@@ -23,7 +23,7 @@ processes they spawn live in other sessions/groups and survive as orphans. Tasks
 The killing itself is :func:`reconciler.support.processes.kill`: ``SIGSTOP`` everything found
 (a stopped process cannot fork any more), scan again until no new process shows up (children
 forked in between are still descendants because their stopped parents are alive), then
-``SIGKILL`` them all and wait (bounded, ``psutil.wait_procs``) until they are gone. It never
+``SIGKILL`` them all and wait (bounded, on pidfds) until they have exited. It never
 calls ``waitpid`` on our direct child (the ``ansible-playbook`` process spawned by pexpect):
 its owner reaps it; reaping it here would break pexpect.
 """
