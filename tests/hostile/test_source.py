@@ -32,16 +32,20 @@ class Meta:
         self.values[key] = value
 
 
-@pytest.fixture
-def source(tmp_path: Path) -> tuple[GitRemote, str, DesiredSource, Meta]:
+def _source(tmp_path: Path, meta: Meta) -> tuple[GitRemote, str, DesiredSource, Meta]:
+    """A remote with one valid commit, and the daemon's source stage, refreshed once on it."""
     remote = GitRemote(tmp_path / "git")
     inventory(remote.work / "inventories" / "prod.yml")
     valid = remote.commit("valid", {ENV_FILE: VALID})
     settings = Settings(state_dir=tmp_path / "state", source={"url": remote.url}, limits=LIMITS)
-    meta = Meta()
     stage = wiring.desired_source(settings, meta, record=True)  # type: ignore[arg-type]
     assert stage.refresh().commit.sha == valid
     return remote, valid, stage, meta
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> tuple[GitRemote, str, DesiredSource, Meta]:
+    return _source(tmp_path, Meta())
 
 
 def _rejected(stage: DesiredSource, meta: Meta, sha: str) -> Any:
@@ -119,13 +123,8 @@ class FlakyMeta(Meta):
 
 def test_a_store_outage_keeps_the_snapshot_and_is_no_source_error(tmp_path: Path):
     """The daemon backs off fetching on a source error; a store outage must not read as one."""
-    remote = GitRemote(tmp_path / "git")
-    inventory(remote.work / "inventories" / "prod.yml")
-    valid = remote.commit("valid", {ENV_FILE: VALID})
-    settings = Settings(state_dir=tmp_path / "state", source={"url": remote.url}, limits=LIMITS)
     meta = FlakyMeta()
-    stage = wiring.desired_source(settings, meta, record=True)  # type: ignore[arg-type]
-    assert stage.refresh().commit.sha == valid
+    remote, valid, stage, _ = _source(tmp_path, meta)
 
     meta.down = True
     remote.commit("a later valid commit", {ENV_FILE: VALID.replace("1.0.0", "1.0.1")})
